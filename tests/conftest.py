@@ -1,0 +1,54 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FLICKR = REPO.parent / "shared" / "data" / "flickr8k"
+
+
+def sample_photos():
+    """Two real photos shipped by scikit-learn (china.jpg, flower.jpg; CC-BY)."""
+    import sklearn
+
+    d = Path(sklearn.__file__).parent / "datasets" / "images"
+    return [d / "china.jpg", d / "flower.jpg"]
+
+
+@pytest.fixture(scope="session")
+def photos():
+    return sample_photos()
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return tmp_path / "cache"
+
+
+def need_flickr():
+    if not (SHARED_FLICKR / "Flickr8k.token.txt").is_file():
+        pytest.skip(f"Flickr8k not found at {SHARED_FLICKR} (CI has it; a fresh clone may not)")
+    return SHARED_FLICKR
+
+
+@pytest.fixture
+def tiny_images(tmp_path):
+    """Six small synthetic JPEGs (solid colours with a stripe) in tmp_path/img."""
+    from PIL import Image
+
+    d = tmp_path / "img"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(6):
+        a = np.full((40, 60, 3), rng.integers(0, 255, 3), np.uint8)
+        a[10:20] = rng.integers(0, 255, 3)
+        name = f"im{i}.jpg"
+        Image.fromarray(a).save(d / name)
+        names.append(name)
+    return d, names
+
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
