@@ -53,7 +53,7 @@ def _train_data_record(args):
     def absolute(p):
         return str(Path(p).resolve()) if p else None
     return {"format": args.format, "data": args.data, "data_abs": absolute(args.data),
-            "images": args.images, "images_abs": absolute(args.images), "split": args.split}
+            "image_dir": args.images, "image_dir_abs": absolute(args.images), "split": args.split}
 
 
 def cmd_train(args):
@@ -101,8 +101,8 @@ def cmd_train(args):
 
 
 # the hyper-parameters chosen on the Flickr8k dev split (see README "Results")
-_JOINT_DEFAULTS = dict(dim=256, hidden=1024, epochs=30, fit_weight=1.0, word_loss=0.1, contrastive=1.0,
-                       coherence=1.0)
+_JOINT_DEFAULTS = dict(dim=256, hidden=1024, epochs=30, fit_weight=1.0, word_loss=1.0, contrastive=3.0,
+                       coherence=1.0, cooccurrence=10.0)
 
 
 def cmd_eval(args):
@@ -137,7 +137,7 @@ def cmd_eval(args):
     if train_path and not Path(train_path).exists():
         train_path = rec.get("data_abs")
     if train_path and Path(train_path).exists():
-        tr = load_dataset(rec.get("format", "flickr8k"), train_path, images=rec.get("images"), split=rec.get("split"))
+        tr = load_dataset(rec.get("format", "flickr8k"), train_path, images=rec.get("image_dir"), split=rec.get("split"))
         Ft, _, caps_t, _, _ = prepare(tr, cache_dir=args.cache)
         Xt = word_matrix([count_words(c) for c in caps_t], first.vocab)
         report["models"].update(references(Ft, Xt, F, first.vocab, captions))

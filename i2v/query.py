@@ -62,7 +62,7 @@ def parse(text):
 
 def suggest(word, vocab, k=5):
     """Closest vocabulary words: spelling first, then GloVe neighbours that are in the vocabulary."""
-    out = difflib.get_close_matches(word, vocab.words, n=k, cutoff=0.75)
+    out = difflib.get_close_matches(word, vocab.words, n=k, cutoff=0.6)
     try:
         from .wordvec import load_glove
 

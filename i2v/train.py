@@ -87,6 +87,7 @@ class JointConfig:
     fit_weight: float = 1.0  # weight of the L2 fit term ||R f - D x||^2
     contrastive: float = 1.0  # weight of the L2 contrastive term against other images' codes
     word_loss: float = 1.0  # weight of the BCE word-prediction term on atom correlations D^T c
+    cooccurrence: float = 0.0  # extra penalty on (d_j . d_k)^2 for words that co-occur in images
     coherence: float = 1.0  # penalty on (D^T D)_jk^2, j != k: co-occurring words stay apart
     word_weights: bool = False  # learn a scale per word (weak-tag model)
     weight_prior: float = 0.01  # pulls word weights towards 1
@@ -169,6 +170,12 @@ def fit_joint(F, captions, vocab, cfg=None, *, kind="learn-all", log=print):
     ab = torch.nn.Parameter(torch.tensor([5.0, -3.0]))  # one scale and bias for all words' logits
     params += [ab, log_tau]
     opt = torch.optim.Adam(params, lr=cfg.lr)
+    Xb = (X > 0).astype(np.float32)
+    co = Xb.T @ Xb
+    cnt = np.maximum(np.diag(co), 1.0)
+    co = co / np.sqrt(cnt[:, None] * cnt[None, :])  # cosine co-occurrence of word pairs
+    np.fill_diagonal(co, 0.0)
+    co = torch.from_numpy((co / max(co.sum(), 1e-12)).astype(np.float32))
 
     def encode(f, train):
         if train and cfg.input_dropout:
@@ -212,9 +219,14 @@ def fit_joint(F, captions, vocab, cfg=None, *, kind="learn-all", log=print):
             corr = c @ D  # (b, V): what OMP ranks words by at its first step
             bce = torch.nn.functional.binary_cross_entropy_with_logits(
                 ab[0] * corr + ab[1], (Xt[idx] > 0).float(), reduction="sum") / len(idx)
-            coh = ((D.T @ D).pow(2).sum() - V) / (V * (V - 1))
+            G2 = (D.T @ D).pow(2)
+            coh = (G2.sum() - V) / (V * (V - 1))
+            if cfg.cooccurrence:
+                loss_co = (co * G2).sum()
             loss = (cfg.fit_weight * fit + cfg.contrastive * con + cfg.word_loss * bce
                     + cfg.coherence * coh * V)
+            if cfg.cooccurrence:
+                loss = loss + cfg.cooccurrence * loss_co * V
             if w is not None:
                 loss = loss + cfg.weight_prior * (w - 1).pow(2).sum()
             for p in [Rp] + ([W1.weight, R2.weight] if cfg.hidden else []):

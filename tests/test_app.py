@@ -1,0 +1,160 @@
+"""The app: handlers as plain functions, a gradio_client round trip per api_name, and a real
+browser (Debian chromium driven by Playwright) clicking through the three main tabs."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, sample_photos
+
+ARTIFACTS = REPO / "artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def app_module(tmp_path_factory):
+    os.environ["I2V_HOME"] = str(tmp_path_factory.mktemp("home"))
+    sys.path.insert(0, str(REPO))
+    import app
+    from i2v.service import Service
+
+    app.SERVICE = Service(home=os.environ["I2V_HOME"], progress=False)
+    yield app
+    app.SERVICE = None
+
+
+def test_handlers_as_functions(app_module, tmp_path):
+    import gradio as gr
+
+    china, flower = map(str, sample_photos())
+    words, fit, evidence = app_module.summarize(flower, 3, "learn-all")
+    assert 1 <= len(words) <= 3 and "explain" in fit and len(evidence) == 6
+    words5, _, _ = app_module.summarize(flower, 5, "simple")
+    assert len(words5) <= 5
+    for model in ("weak-tag", "baseline"):
+        assert app_module.summarize(china, 3, model)[0]
+    hits, status = app_module.search("dog + grass", None, 8)
+    assert len(hits) == 8 and "dog" in status
+    hits, status = app_module.search("[photo] - snow + beach", china, 5)
+    assert len(hits) == 5
+    rows, fig, note = app_module.neighbours("yellow", 10)
+    assert len(rows) == 10 and rows[0][1] and rows[0][3] == "red" and fig is not None
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"%PDF-1.4 not an image")
+    for call in (lambda: app_module.summarize(str(bad), 3, None), lambda: app_module.summarize(None, 3, None),
+                 lambda: app_module.search("", None, 5), lambda: app_module.search("+", None, 5),
+                 lambda: app_module.search("zzzq + dog", None, 5), lambda: app_module.neighbours("", 10),
+                 lambda: app_module.summarize(flower, 99, None), lambda: app_module.add_photos([])):
+        with pytest.raises(gr.Error):
+            call()
+    n_before = app_module.SERVICE.counts()[1]
+    msg = app_module.add_photos([flower, str(bad)])
+    assert "Added 1" in msg and "bad.jpg" in msg and app_module.SERVICE.counts()[1] == n_before + 1
+    stored = app_module.SERVICE.user.paths[-1]
+    assert Path(stored).parent.name == "uploads" and "flower" not in Path(stored).name  # content-addressed
+    assert app_module.search("flower", flower, 1)[0][0][0] == stored
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    env = dict(os.environ, I2V_HOME=str(tmp_path_factory.mktemp("srv")), GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        if proc.poll() is not None:
+            pytest.fail("app exited: " + proc.stdout.read()[-2000:])
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("app did not start in 120 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_gradio_client_round_trip(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    flower = str(sample_photos()[1])
+    words, fit, evidence = client.predict(handle_file(flower), 3, "learn-all", api_name="/summarize")
+    assert 1 <= len(words["confidences"]) <= 3 and "explain" in fit and evidence
+    hits, status = client.predict("dog + grass", None, 6, api_name="/search")
+    assert len(hits) == 6 and "dog" in status
+    table, plot, note = client.predict("yellow", 10, api_name="/neighbours")
+    assert len(table["data"]) == 10
+    msg = client.predict([handle_file(flower)], api_name="/add_photos")
+    assert "Added 1" in msg
+    with pytest.raises(Exception, match="unknown word"):
+        client.predict("zzzq + dog", None, 6, api_name="/search")
+    # the server is still answering after the error
+    assert client.predict("snow", None, 3, api_name="/search")[0]
+
+
+def test_refuses_files_outside_the_gallery(server):
+    for path in ("/etc/passwd", str(REPO / "app.py"), "../../etc/passwd"):
+        for prefix in ("gradio_api/file=", "file="):
+            try:
+                with urllib.request.urlopen(server + prefix + path, timeout=5) as r:
+                    body = r.read()
+                assert b"root:" not in body and b"import gradio" not in body
+            except urllib.error.HTTPError as e:
+                assert e.code in (403, 404, 400)
+
+
+def test_real_browser(server):
+    from playwright.sync_api import sync_playwright
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian chromium is not installed (tests/run.sh installs it)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(server, wait_until="networkidle")
+        assert "image2vec" in page.title() + page.content()
+        page.screenshot(path=str(ARTIFACTS / "0-start.png"))
+        # 1. upload a photo -> its words appear
+        page.locator("#summ-photo input[type=file]").set_input_files(str(sample_photos()[1]))
+        page.wait_for_timeout(1000)
+        page.click("#summ-go")
+        page.wait_for_function("document.querySelector('#summ-fit') && document.querySelector('#summ-fit').innerText.includes('explain')",
+                               timeout=60_000)
+        labels = page.locator("#summ-words").inner_text()
+        assert len([ln for ln in labels.splitlines() if ln.strip()]) >= 3
+        page.screenshot(path=str(ARTIFACTS / "1-summarize.png"), full_page=True)
+        # 2. type dog + grass -> >= 5 photos
+        page.get_by_role("tab", name="Find images from words").click()
+        page.fill("#search-query textarea, #search-query input", "dog + grass")
+        page.click("#search-go")
+        page.wait_for_function("document.querySelectorAll('#search-results img').length >= 5", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "2-search.png"), full_page=True)
+        # 3. yellow -> both neighbour lists
+        page.get_by_role("tab", name="Compare to Word2Vec neighbours").click()
+        page.fill("#nb-word textarea, #nb-word input", "yellow")
+        page.click("#nb-go")
+        page.wait_for_function("document.querySelector('#nb-table') && document.querySelector('#nb-table').innerText.includes('red')",
+                               timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "3-neighbours.png"), full_page=True)
+        browser.close()
