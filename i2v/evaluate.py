@@ -57,7 +57,8 @@ def knn_scores(F_train, X_train, F_test, n_neighbors=20):
     a = F_train / np.linalg.norm(F_train, axis=1, keepdims=True)
     b = F_test / np.linalg.norm(F_test, axis=1, keepdims=True)
     sims = b @ a.T
-    nn = np.argpartition(-sims, n_neighbors, axis=1)[:, :n_neighbors]
+    k = min(n_neighbors, len(a))
+    nn = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     return X_train[nn].mean(1)
 
 

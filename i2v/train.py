@@ -154,7 +154,8 @@ def fit_joint(F, captions, vocab, cfg=None, *, kind="learn-all", log=print):
     C0 = Fn.numpy() @ R0.T
     D0 = np.linalg.solve(X.T @ X + np.eye(V), X.T @ C0).T
     D0 /= np.maximum(np.linalg.norm(D0, axis=0, keepdims=True), 1e-12)
-    Rls = np.linalg.lstsq(Fn.numpy(), X @ D0.T, rcond=None)[0].T
+    A = Fn.numpy()
+    Rls = np.linalg.solve(A.T @ A + np.eye(nf, dtype=np.float32), A.T @ (X @ D0.T)).T  # ridge: stable on tiny data
     Dp = torch.nn.Parameter(torch.from_numpy(D0.astype(np.float32)))
     Rp = torch.nn.Parameter(torch.from_numpy(Rls.astype(np.float32)))
     params = [Dp, Rp]
