@@ -34,6 +34,19 @@ def service():
     return SERVICE
 
 
+class PhotoInput(gr.Image):
+    """gr.Image whose decoding errors (empty, truncated, not an image, too large) become a clear message."""
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception:
+            raise gr.Error("this file is not a photo we can read (empty, broken, too large or not an image)",
+                           print_exception=False) from None
+
+
 def _err(e):
     return gr.Error(str(e), print_exception=False)
 
@@ -109,7 +122,7 @@ def build():
         with gr.Tab("Summarize in 3 words"):
             with gr.Row():
                 with gr.Column():
-                    photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo",
+                    photo = PhotoInput(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo",
                                      elem_id="summ-photo")
                     k = gr.Slider(1, 8, value=3, step=1, label="Number of words (k)")
                     model = gr.Dropdown([m for m in MODELS if m in checkpoint.list_checkpoints()],
@@ -127,7 +140,7 @@ def build():
                 search_btn = gr.Button("Search", variant="primary", scale=1, elem_id="search-go")
             gr.Markdown(QUERY_HINT)
             with gr.Accordion("Optional: start from a photo ([photo] ± words)", open=False):
-                qphoto = gr.Image(type="filepath", label="Photo", height=200)
+                qphoto = PhotoInput(type="filepath", label="Photo", height=200)
             status = gr.Markdown(elem_id="search-status")
             results = gr.Gallery(label="Results (distance)", columns=6, height=480, elem_id="search-results")
             gr.Examples([["dog + grass"], ["snow + young"], ["beach + child"], ["dog - leash + ball"],

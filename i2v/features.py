@@ -61,14 +61,14 @@ def load_image(source, size=224):
     """
     name = getattr(source, "filename", None) or str(source)
     try:
-        if isinstance(source, Image.Image):
-            im = source
-        else:
-            im = Image.open(source)
-            if im.format == "JPEG":
-                im.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale: big photos cost little
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse before decoding
+            if isinstance(source, Image.Image):
+                im = source
+            else:
+                im = Image.open(source)
+                if im.format == "JPEG":
+                    im.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale: big photos cost little
             im.seek(0)  # first frame of animated files
             im = ImageOps.exif_transpose(im)
             im = _to_rgb(im)

@@ -1,10 +1,7 @@
 """The app: handlers as plain functions, a gradio_client round trip per api_name, and a real
 browser (Debian chromium driven by Playwright) clicking through the three main tabs."""
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -61,39 +58,6 @@ def test_handlers_as_functions(app_module, tmp_path):
     stored = app_module.SERVICE.user.paths[-1]
     assert Path(stored).parent.name == "uploads" and "holiday" not in Path(stored).name  # content-addressed
     assert app_module.search("", str(mine), 1)[0][0][0] == stored
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = free_port()
-    env = dict(os.environ, I2V_HOME=str(tmp_path_factory.mktemp("srv")), GRADIO_ANALYTICS_ENABLED="False")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        if proc.poll() is not None:
-            pytest.fail("app exited: " + proc.stdout.read()[-2000:])
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("app did not start in 120 s")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def test_gradio_client_round_trip(server, tmp_path):

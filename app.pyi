@@ -1,0 +1,198 @@
+"""image2vec: describe photos in words, find photos from words. Gradio wiring only.
+
+python app.py [--host 127.0.0.1] [--port 7860] [--gallery INDEX_DIR] [--model NAME]
+(also I2V_HOST, I2V_PORT, I2V_GALLERY, I2V_MODEL for Hugging Face Spaces)
+"""
+import argparse
+import json
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import gradio as gr  # noqa: E402
+
+from i2v import checkpoint  # noqa: E402
+from i2v.models import MODELS  # noqa: E402
+from i2v.plots import neighbour_map  # noqa: E402
+from i2v.service import DEFAULT_GALLERY, Service, UserError  # noqa: E402
+
+TITLE = "image2vec — describe photos in words, find photos from words"
+INTRO = ("One joint space for words and photos: a photo's CNN feature, projected, sits near the **sum of the "
+         "vectors of the words that describe it**. Upload a photo to get its 3 words, or type "
+         "`dog + grass` to find photos.")
+QUERY_HINT = ("Words joined by `+` and `-` (`snow + young`, `dog - leash + ball`), weights (`2*dog`), or plain "
+              "text (`two dogs running on the beach`). With a photo: `[photo] - snow + beach`.")
+EXAMPLE_PHOTOS = sorted(str(p) for p in DEFAULT_GALLERY.glob("*/*.jpg"))[::7][:6]
+SERVICE = None
+
+
+def service():
+    global SERVICE
+    if SERVICE is None:
+        SERVICE = Service()
+    return SERVICE
+
+from gradio.events import Dependency
+
+class PhotoInput(gr.Image):
+    """gr.Image whose decoding errors (empty, truncated, not an image, too large) become a clear message."""
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception:
+            raise gr.Error("this file is not a photo we can read (empty, broken, too large or not an image)",
+                           print_exception=False) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _err(e):
+    return gr.Error(str(e), print_exception=False)
+
+
+def summarize(photo, k=3, model_name=None):
+    try:
+        res = service().summarize(photo, k, model_name or None)
+    except UserError as e:
+        raise _err(e) from None
+    words = {w: round(max(c, 0.0), 4) for w, c in res["words"]}
+    text = " + ".join(w for w, _ in res["words"]) or "(no word fits)"
+    fit = f"**{text}** — the words explain {100 * res['fit']:.0f}% of the photo's code."
+    return words, fit, [(p, f"{d:.2f}") for p, d in res["evidence"]]
+
+
+def search(query, photo=None, k=12):
+    try:
+        hits, terms = service().search(query, photo, k)
+    except UserError as e:
+        raise _err(e) from None
+    used = " + ".join(f"{w:g}*{t}" if w != 1 else t for t, w in terms).replace("+ -", "- ").replace("+ -1*", "- ")
+    return [(p, f"{d:.2f}") for p, d in hits], f"Searched for: {used or '(photo)'} — {len(hits)} photos"
+
+
+def neighbours(word, k=10):
+    try:
+        res = service().neighbours(word, int(k))
+    except UserError as e:
+        raise _err(e) from None
+    rows = [[i + 1, *(res["visual"][i] if i < len(res["visual"]) else ["", None]),
+             *(res["text"][i] if i < len(res["text"]) else ["", None])] for i in range(int(k))]
+    note = " ".join(v for k_, v in res.items() if k_.endswith("_error"))
+    return rows, neighbour_map(service().model, res), note
+
+
+def add_photos(files):
+    try:
+        added, errors = service().add_photos(files)
+    except UserError as e:
+        raise _err(e) from None
+    n_gallery, n_user = service().counts()
+    msg = f"Added {added} photo(s). Your photos: {n_user}; gallery: {n_gallery}."
+    if errors:
+        msg += " Skipped: " + "; ".join(errors[:5])
+    return msg
+
+
+def results_markdown():
+    path = checkpoint.CHECKPOINTS_DIR / "eval_flickr8k_test.json"
+    lines = ["### The four models", "",
+             "- **simple** — fixed random Johnson–Lindenstrauss projection `R`; word vectors `D` by least squares.",
+             "- **learn-all** — `D` and `R` learned together (L2 fit + L2 contrastive + word term; default).",
+             "- **weak-tag** — trained on noisy tags (one caption's words, some dropped, some wrong) with a learned weight per word.",
+             "- **baseline** — ImageNet classifier → GloVe vectors of the top classes → nearest vocabulary words.", ""]
+    if path.is_file():
+        rep = json.loads(path.read_text())
+        cols = ["p@3", "r@3", "p@5", "t2i_r@1", "t2i_r@5", "t2i_r@10", "t2i_medr"]
+        lines += ["### Flickr8k test split (1,000 photos, 5,000 caption queries)", "",
+                  "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for name, m in rep["models"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{m[c]:.3f}" if c in m else "–" for c in cols) + " |")
+    lines += ["", "p@k/r@k: k-word summaries (sparse recovery) against the words of the photo's 5 captions. "
+              "t2i: each caption's words as a word-sum query over the 1,000 test photos (L2).", "",
+              "**Data and licenses.** Trained on Flickr8k (Hodosh, Young & Hockenmaier 2013, JAIR 47); its photos are "
+              "not part of this app. CNN: EfficientNet-Lite0 with ImageNet weights (Apache-2.0). Text neighbours: "
+              "GloVe 6B 50d (Pennington, Socher & Manning 2014; PDDL). Gallery photos: see demo/gallery/ATTRIBUTION.md."]
+    return "\n".join(lines)
+
+
+def build():
+    with gr.Blocks(title="image2vec") as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        with gr.Tab("Summarize in 3 words"):
+            with gr.Row():
+                with gr.Column():
+                    photo = PhotoInput(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo",
+                                     elem_id="summ-photo")
+                    k = gr.Slider(1, 8, value=3, step=1, label="Number of words (k)")
+                    model = gr.Dropdown([m for m in MODELS if m in checkpoint.list_checkpoints()],
+                                        value=checkpoint.DEFAULT_MODEL, label="Model")
+                    go = gr.Button("Summarize", variant="primary", elem_id="summ-go")
+                with gr.Column():
+                    words = gr.Label(label="Words and weights", elem_id="summ-words")
+                    fit = gr.Markdown(elem_id="summ-fit")
+                    evidence = gr.Gallery(label="Nearest gallery photos", columns=3, height=300)
+            gr.Examples(EXAMPLE_PHOTOS, inputs=photo, label="Example photos (click one)")
+            go.click(summarize, [photo, k, model], [words, fit, evidence], api_name="summarize")
+        with gr.Tab("Find images from words"):
+            with gr.Row():
+                query = gr.Textbox(label="Words", placeholder="dog + grass", scale=4, elem_id="search-query")
+                search_btn = gr.Button("Search", variant="primary", scale=1, elem_id="search-go")
+            gr.Markdown(QUERY_HINT)
+            with gr.Accordion("Optional: start from a photo ([photo] ± words)", open=False):
+                qphoto = PhotoInput(type="filepath", label="Photo", height=200)
+            status = gr.Markdown(elem_id="search-status")
+            results = gr.Gallery(label="Results (distance)", columns=6, height=480, elem_id="search-results")
+            gr.Examples([["dog + grass"], ["snow + young"], ["beach + child"], ["dog - leash + ball"],
+                         ["two people by the water"]], inputs=query, label="Try")
+            k_search = gr.Number(value=12, visible=False)
+            search_btn.click(search, [query, qphoto, k_search], [results, status], api_name="search")
+            query.submit(search, [query, qphoto, k_search], [results, status])
+            with gr.Accordion("Add photos to your gallery", open=False):
+                uploads = gr.File(file_count="multiple", file_types=["image"], label="Photos")
+                add_btn = gr.Button("Add photos")
+                add_status = gr.Markdown()
+                add_btn.click(add_photos, [uploads], [add_status], api_name="add_photos")
+        with gr.Tab("Compare to Word2Vec neighbours"):
+            gr.Markdown("A word's **visual** neighbours (columns of the learned `D`: words whose photos look alike) "
+                        "beside its **text** neighbours in GloVe 6B 50d (pretrained on Wikipedia + Gigaword text; "
+                        "it plays the word2vec part here).")
+            with gr.Row():
+                word = gr.Textbox(label="Word", value="yellow", scale=4, elem_id="nb-word")
+                nb_btn = gr.Button("Compare", variant="primary", scale=1, elem_id="nb-go")
+            nb_note = gr.Markdown()
+            table = gr.Dataframe(headers=["#", "visual neighbour", "cosine", "GloVe neighbour", "cosine"],
+                                 label="Neighbours", elem_id="nb-table")
+            plot = gr.Plot(label="2-D map of the neighbourhood in both spaces")
+            k_nb = gr.Number(value=10, visible=False)
+            gr.Examples([["yellow"], ["dog"], ["beach"], ["red"], ["snow"]], inputs=word, label="Try")
+            nb_btn.click(neighbours, [word, k_nb], [table, plot, nb_note], api_name="neighbours")
+            word.submit(neighbours, [word, k_nb], [table, plot, nb_note])
+        with gr.Tab("Models & results"):
+            gr.Markdown(results_markdown())
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    return demo
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=TITLE)
+    ap.add_argument("--host", default=os.environ.get("I2V_HOST", "127.0.0.1"))
+    ap.add_argument("--port", type=int, default=int(os.environ.get("I2V_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
+    ap.add_argument("--gallery", default=os.environ.get("I2V_GALLERY"), help="index folder from `python -m i2v index`")
+    ap.add_argument("--model", default=os.environ.get("I2V_MODEL"), help="checkpoint name (default: the best)")
+    args = ap.parse_args(argv)
+    global SERVICE
+    SERVICE = Service(model=args.model, gallery=args.gallery)
+    demo = build()
+    demo.launch(server_name=args.host, server_port=args.port, share=False, allowed_paths=SERVICE.allowed_dirs(),
+                max_file_size="20mb", footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Benchmarks: every figure beside a reference measured in the same run (ratios, not timed asserts).
+
+    python benchmarks/run.py --quick     # <= 60 s, one `name: value` line per figure
+    python benchmarks/run.py             # full run: the tables in the README
+"""
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+FLICKR = REPO.parent / "shared" / "data" / "flickr8k" / "images"
+
+
+def emit(name, value, fmt="{:.4g}"):
+    print(f"{name}: {fmt.format(value) if isinstance(value, (int, float, np.floating)) else value}", flush=True)
+
+
+def timeit(fn, n, warmup=1):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return np.array(ts)
+
+
+def machine():
+    cpu = platform.processor() or ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def bench_omp(quick):
+    """Our batched OMP vs sklearn's orthogonal_mp_gram on the best model's dictionary."""
+    from sklearn.linear_model import orthogonal_mp_gram
+
+    from i2v import checkpoint
+    from i2v.sparse import omp_gram
+
+    model = checkpoint.load()
+    A = model.atoms.astype(np.float64)
+    G = A.T @ A
+    n = 2000 if quick else 10_000
+    rng = np.random.default_rng(0)
+    X = np.zeros((n, A.shape[1]))
+    for i in range(n):  # planted 3-word codes plus noise, in the model's own word space
+        X[i, rng.choice(A.shape[1], 3, replace=False)] = rng.uniform(0.3, 1.5, 3)
+    Y = X @ A.T + 0.05 * rng.normal(size=(n, A.shape[0]))
+    Xy = Y @ A
+    t = time.perf_counter()
+    s_ours, _ = omp_gram(G, Xy, 3, non_negative=False)
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    ref = orthogonal_mp_gram(G, Xy.T, n_nonzero_coefs=3)
+    t_sk = time.perf_counter() - t
+    mism = sum(set(s_ours[i]) != set(np.flatnonzero(ref[:, i])) for i in range(n))
+    t = time.perf_counter()
+    omp_gram(G, Xy, 3, non_negative=True)
+    t_nn = time.perf_counter() - t
+    emit("omp_codes", n, "{}")
+    emit("omp_support_mismatches", mism, "{}")
+    emit("omp_ours_ms", 1000 * t_ours)
+    emit("omp_sklearn_ms", 1000 * t_sk)
+    emit("omp_speedup_vs_sklearn", t_sk / t_ours)
+    emit("omp_nonneg_speedup_vs_sklearn", t_sk / t_nn)
+
+
+def make_photos(folder):
+    from PIL import Image
+
+    src = REPO / "demo" / "gallery" / "open" / "scikit-image-chelsea.jpg"
+    im = Image.open(src).convert("RGB")
+    small = folder / "photo_640.jpg"
+    im.resize((640, 480)).save(small, quality=90)
+    big = folder / "photo_12mp.jpg"
+    im.resize((4000, 3000), Image.BICUBIC).save(big, quality=90)
+    return small, big
+
+
+def bench_summarize(quick, folder):
+    """One photo end to end (decode, preprocess, CNN, OMP) on one thread."""
+    import torch
+
+    from i2v import checkpoint
+    from i2v.features import get_backbone
+
+    torch.set_num_threads(1)
+    model = checkpoint.load()
+    net = get_backbone()
+    small, big = make_photos(folder)
+
+    def run(p):
+        f, lg = net.encode_images([p])
+        model.summarize_codes(model.encode(f, lg), 3)
+
+    n = 20 if quick else 100
+    for name, p in (("640", small), ("12mp", big)):
+        ts = timeit(lambda: run(p), n, warmup=2)
+        emit(f"summarize_{name}_p50_ms" if name != "640" else "summarize_p50_ms", 1000 * np.median(ts))
+        emit(f"summarize_{name}_p95_ms", 1000 * np.percentile(ts, 95))
+    torch.set_num_threads(os.cpu_count())
+
+
+def bench_extract(quick, folder):
+    """extract() throughput on real photos vs the CNN forward alone on pre-decoded batches."""
+    import torch
+
+    from i2v.data import list_images
+    from i2v.features import extract, get_backbone, load_image
+
+    torch.set_num_threads(os.cpu_count())
+    paths = sorted(str(p) for p in FLICKR.glob("*.jpg"))[: (128 if quick else 1024)] if FLICKR.is_dir() else \
+        list_images([REPO / "demo" / "gallery"])
+    net = get_backbone()
+    batch = np.stack([load_image(p) for p in paths[:32]])
+    n_batches = max(1, len(paths) // 32)
+    net.forward(batch)
+    t = time.perf_counter()
+    for _ in range(n_batches):
+        net.forward(batch)
+    fwd = n_batches * 32 / (time.perf_counter() - t)
+    t = time.perf_counter()
+    extract(paths, cache_dir=folder / "cache", progress=False)
+    ext = len(paths) / (time.perf_counter() - t)
+    emit("extract_images", len(paths), "{}")
+    emit("extract_images_per_s", ext)
+    emit("forward_images_per_s", fwd)
+    emit("extract_ratio_vs_forward", ext / fwd)
+    return fwd
+
+
+def bench_cnn_limit(quick, fwd_ips):
+    """Achieved GFLOP/s of the CNN against a float32 matmul on the same cores; variants."""
+    import torch
+
+    from i2v.features import get_backbone, load_image
+
+    gflop = 0.4  # EfficientNet-Lite0 at 224 px, per image (multiply-adds x 2)
+    a = torch.randn(2048, 2048)
+    b = torch.randn(2048, 2048)
+    ts = timeit(lambda: a @ b, 5 if quick else 20)
+    mm = 2 * 2048 ** 3 / np.median(ts) / 1e9
+    emit("matmul_gflops", mm)
+    emit("cnn_gflops", fwd_ips * gflop)
+    emit("cnn_fraction_of_matmul", fwd_ips * gflop / mm)
+    if quick:
+        return
+    net = get_backbone()
+    photos = sorted(str(p) for p in (REPO / "demo" / "gallery").glob("*/*.jpg"))[:32]
+    x = np.stack([load_image(p) for p in photos])
+    ref, _ = net.forward(x)
+    base = timeit(lambda: net.forward(x), 5)
+    emit("cnn_fp32_batch32_ms", 1000 * np.median(base))
+    # channels-last memory format
+    net.model = net.model.to(memory_format=torch.channels_last)
+    cl_t = timeit(lambda: net.forward(x), 5)
+    cl, _ = net.forward(x)
+    net.model = net.model.to(memory_format=torch.contiguous_format)
+    cos = float(np.min(np.sum(ref * cl, 1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(cl, axis=1)))
+    emit("cnn_channels_last_speedup", np.median(base) / np.median(cl_t))
+    emit("cnn_channels_last_min_cosine", cos)
+    # dynamic int8 quantization only covers Linear layers: the convolutions stay float
+    q = torch.ao.quantization.quantize_dynamic(net.model, {torch.nn.Linear}, dtype=torch.qint8)
+    orig, net.model = net.model, q
+    q_t = timeit(lambda: net.forward(x), 5)
+    qf, _ = net.forward(x)
+    net.model = orig
+    cos = float(np.min(np.sum(ref * qf, 1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(qf, axis=1)))
+    emit("cnn_dynamic_int8_speedup", np.median(base) / np.median(q_t))
+    emit("cnn_dynamic_int8_min_cosine", cos)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        emit(f"cnn_batch32_ms_{threads}_threads", 1000 * np.median(timeit(lambda: net.forward(x), 3)))
+    torch.set_num_threads(os.cpu_count())
+
+
+def bench_search(quick):
+    """Exact vs approximate FAISS search on synthetic codes of the model's size."""
+    import faiss
+
+    from i2v import checkpoint
+    from i2v.index import build_faiss
+
+    d = checkpoint.load().dim
+    sizes = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
+    rng = np.random.default_rng(0)
+    faiss.omp_set_num_threads(os.cpu_count())
+    for n in sizes:
+        centers = rng.normal(size=(1000, d)).astype(np.float32)
+        codes = centers[rng.integers(1000, size=n)] + 0.7 * rng.normal(size=(n, d)).astype(np.float32)
+        queries = codes[rng.choice(n, 200)] + 0.3 * rng.normal(size=(200, d)).astype(np.float32)
+        flat = build_faiss(codes, exact=True)
+        label = f"{n // 1000}k" if n < 1_000_000 else "1m"
+        single = timeit(lambda: flat.search(queries[:1], 10), 30 if n < 10**6 else 10)
+        emit(f"search_{label}_p50_ms", 1000 * np.median(single))
+        t = time.perf_counter()
+        _, exact = flat.search(queries, 10)
+        emit(f"search_{label}_batch_qps", len(queries) / (time.perf_counter() - t))
+        if n >= 100_000:
+            t = time.perf_counter()
+            ivf = build_faiss(codes, exact=False)
+            emit(f"ivf_{label}_build_s", time.perf_counter() - t)
+            one = timeit(lambda: ivf.search(queries[:1], 10), 30)
+            _, approx = ivf.search(queries, 10)
+            rec = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx, exact)])
+            emit(f"ivf_{label}_p50_ms", 1000 * np.median(one))
+            emit(f"ivf_{label}_recall_at_10", rec)
+            emit(f"ivf_{label}_speedup_vs_exact", np.median(single) / np.median(one))
+        del codes, flat
+
+
+def bench_training():
+    """Training time of each model on Flickr8k train (features cached first)."""
+    if not FLICKR.is_dir():
+        emit("train_seconds", "skipped (no ../shared/data/flickr8k)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("simple", "baseline", "learn-all", "weak-tag"):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "i2v", "train", "--model", kind, "--data", str(FLICKR.parent),
+                            "--format", "flickr8k", "--out", f"{tmp}/{kind}"], cwd=REPO, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            emit(f"train_{kind}_s", time.perf_counter() - t)
+
+
+def bench_app_start():
+    """Seconds from `python app.py` to the first answered summarize request."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, I2V_HOME=home)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                    break
+                except OSError:
+                    if time.perf_counter() - t0 > 120:
+                        raise RuntimeError("app did not start")
+                    time.sleep(0.2)
+            t_page = time.perf_counter() - t0
+            from gradio_client import Client, handle_file
+
+            c = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            c.predict(handle_file(str(REPO / "demo/gallery/open/scikit-image-chelsea.jpg")), 3, "learn-all",
+                      api_name="/summarize")
+            emit("app_start_to_page_s", t_page)
+            emit("app_start_to_first_answer_s", time.perf_counter() - t0)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="<= 60 s: smaller sizes, no training/app start")
+    args = ap.parse_args(argv)
+    emit("machine", machine(), "{}")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        bench_omp(args.quick)
+        bench_summarize(args.quick, tmp)
+        fwd = bench_extract(args.quick, tmp)
+        bench_cnn_limit(args.quick, fwd)
+        bench_search(args.quick)
+        if not args.quick:
+            bench_training()
+            bench_app_start()
+    emit("benchmark_seconds", time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main()
