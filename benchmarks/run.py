@@ -63,6 +63,8 @@ def bench_omp(quick):
         X[i, rng.choice(A.shape[1], 3, replace=False)] = rng.uniform(0.3, 1.5, 3)
     Y = X @ A.T + 0.05 * rng.normal(size=(n, A.shape[0]))
     Xy = Y @ A
+    omp_gram(G, Xy[:100], 3, non_negative=False)  # warm up (first-touch of the Gram matrix)
+    orthogonal_mp_gram(G, Xy[:100].T, n_nonzero_coefs=3)
     t = time.perf_counter()
     s_ours, _ = omp_gram(G, Xy, 3, non_negative=False)
     t_ours = time.perf_counter() - t

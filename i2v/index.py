@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-APPROX_THRESHOLD = 100_000  # above this many codes: IVF (approximate) instead of exact search
+APPROX_THRESHOLD = 50_000  # above this many codes: IVF (approximate); exact search takes ~7 ms at 100k here
 INDEX_FILE = "index.npz"
 
 

@@ -63,6 +63,11 @@ class Service:
             self.user = GalleryIndex(self.model.dim, self.model_name)
         if self.user.model_name != self.model_name:
             self.user = GalleryIndex(self.model.dim, self.model_name)
+        # uploads stored before a crash but not yet indexed are indexed now (nothing is lost)
+        stored = list_images([self.uploads_dir]) if self.uploads_dir.is_dir() else []
+        if set(stored) - set(self.user.paths):
+            update_index(self.user, stored, self.model, progress=False, prune=False)
+            self.user.save(self.home / "user-index")
 
     # -- where photos may be served from --------------------------------------------------
     def allowed_dirs(self):

@@ -59,6 +59,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+class ServerUrl(str):
+    """The app's URL; `.home` is its data folder (uploads, user index)."""
+
+    def __new__(cls, url, home):
+        obj = super().__new__(cls, url)
+        obj.home = Path(home)
+        return obj
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,7 +77,8 @@ def free_port():
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     port = free_port()
-    env = dict(os.environ, I2V_HOME=str(tmp_path_factory.mktemp("srv")), GRADIO_ANALYTICS_ENABLED="False")
+    home = tmp_path_factory.mktemp("srv")
+    env = dict(os.environ, I2V_HOME=str(home), GRADIO_ANALYTICS_ENABLED="False")
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
@@ -84,7 +94,7 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("app did not start in 120 s")
-    yield url
+    yield ServerUrl(url, home)
     proc.terminate()
     try:
         proc.wait(10)
