@@ -37,6 +37,9 @@ def service():
 class PhotoInput(gr.Image):
     """gr.Image whose decoding errors (empty, truncated, not an image, too large) become a clear message."""
 
+    def get_block_name(self):  # render with the stock image widget
+        return "image"
+
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)

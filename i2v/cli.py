@@ -152,7 +152,7 @@ def cmd_eval(args):
 
 
 def _print_table(rows):
-    cols = ["p@3", "r@3", "p@5", "r@5", "t2i_r@1", "t2i_r@5", "t2i_r@10", "t2i_medr", "ip_t2i_r@1"]
+    cols = ["p@3", "r@3", "p@5", "r@5", "t2i_r@1", "t2i_r@5", "t2i_r@10", "t2i_medr", "ip_t2i_r@1", "unit_t2i_r@1"]
     print(f"{'model':22s}" + "".join(f"{c:>11s}" for c in cols))
     for name, m in rows.items():
         print(f"{name:22s}" + "".join(f"{m[c]:11.3f}" if c in m else f"{'-':>11s}" for c in cols))

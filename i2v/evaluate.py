@@ -119,6 +119,8 @@ def score_model(model, F, logits, captions):
     Q = _query_matrix(queries, len(vocab)) @ model.atoms.T
     out.update(recall_summary(ranks(codes, Q, target, metric="l2")))
     out.update(recall_summary(ranks(codes, Q, target, metric="ip"), "ip_t2i_"))
+    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    out.update(recall_summary(ranks(unit(codes), unit(Q), target, metric="l2"), "unit_t2i_"))  # what the index does
     return out
 
 

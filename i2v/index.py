@@ -1,5 +1,9 @@
 """FAISS index of image codes (L2): build, update incrementally, search, save/load atomically.
 
+Codes and queries are scaled to unit length before the L2 search. On Flickr8k test this is
+within half a point of raw L2 (R@1 12.5 vs 12.9 %), and on photos unlike the training set it
+stops low-norm "hub" photos (coffee, citrus slices) from coming up for every query.
+
 An index folder holds one file, `index.npz` (numpy, no pickle): the codes, the table of
 paths/sizes/mtimes, the serialized FAISS index (approximate indexes only) and a JSON header.
 Saves write a temp file and rename it, so a crash mid-save leaves the previous index.
@@ -40,12 +44,19 @@ def build_faiss(codes, *, exact=None, nlist=None, nprobe=None, seed=0):
     return index
 
 
+def unit(a):
+    """Rows scaled to unit L2 norm (zero rows stay zero): (n, d) float32."""
+    a = np.asarray(a, np.float32)
+    n = np.linalg.norm(a, axis=-1, keepdims=True)
+    return np.where(n > 0, a / np.maximum(n, 1e-12), 0.0).astype(np.float32)
+
+
 class GalleryIndex:
     """Codes of a photo collection with their file table. `search(q, k) -> [(path, dist)]`."""
 
     def __init__(self, dim, model_name, codes=None, paths=(), sizes=(), mtimes=(), faiss_index=None):
         self.dim, self.model_name = int(dim), model_name
-        self.codes = np.zeros((0, dim), np.float32) if codes is None else np.asarray(codes, np.float32)
+        self.codes = np.zeros((0, dim), np.float32) if codes is None else unit(codes)
         self.paths, self.sizes, self.mtimes = list(paths), list(sizes), list(mtimes)
         self._faiss = faiss_index
 
@@ -59,7 +70,7 @@ class GalleryIndex:
         return self._faiss
 
     def set(self, codes, paths, sizes, mtimes):
-        self.codes = np.asarray(codes, np.float32).reshape(-1, self.dim)
+        self.codes = unit(np.asarray(codes, np.float32).reshape(-1, self.dim))
         self.paths, self.sizes, self.mtimes = list(paths), list(sizes), list(mtimes)
         self._faiss = None
 
@@ -84,13 +95,13 @@ class GalleryIndex:
         """
         q = np.asarray(queries, np.float32)
         single = q.ndim == 1
-        q = np.ascontiguousarray(np.atleast_2d(q))
+        q = np.atleast_2d(q)
         if q.shape[1] != self.dim:
             raise ValueError(f"query has dimension {q.shape[1]}, the index {self.dim}")
         if not len(self):
             return [] if single else [[] for _ in q]
         k = max(1, min(int(k), len(self)))
-        dist, idx = self.faiss.search(q, k)
+        dist, idx = self.faiss.search(np.ascontiguousarray(unit(q)), k)
         out = [[(self.paths[j], float(np.sqrt(max(dd, 0.0)))) for dd, j in zip(drow, irow) if j >= 0]
                for drow, irow in zip(dist, idx)]
         return out[0] if single else out

@@ -4,6 +4,9 @@ import warnings
 import numpy as np
 
 
+_CHUNK = 256
+
+
 def gram(D):
     """Gram matrix D^T D, (V, V) float64, of a dictionary D (d, V)."""
     D = np.asarray(D, dtype=np.float64)
@@ -51,6 +54,9 @@ def omp_gram(G, Xy, n_nonzero, *, non_negative=True):
     if not 1 <= int(n_nonzero) <= V:
         raise ValueError(f"n_nonzero={n_nonzero}: must be between 1 and the number of atoms ({V})")
     k, n = int(n_nonzero), Xy.shape[0]
+    if n > _CHUNK:  # blocks of signals keep the (n, k, V) gathers in cache
+        parts = [omp_gram(G, Xy[s:s + _CHUNK], k, non_negative=non_negative) for s in range(0, n, _CHUNK)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     support = np.zeros((n, k), dtype=np.int64)
     active = np.zeros((n, k), dtype=bool)
     coef = np.zeros((n, k))

@@ -6,7 +6,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from i2v.index import GalleryIndex, build_faiss, update_index
+from i2v.index import GalleryIndex, build_faiss, unit, update_index
 
 
 def brute(codes, q, k):
@@ -20,7 +20,7 @@ def test_flat_equals_brute_force():
     q = rng.normal(size=(50, 32)).astype(np.float32)
     idx = GalleryIndex(32, "m", codes, [f"p{i}" for i in range(2000)], [0] * 2000, [0] * 2000)
     hits = idx.search(q, 10)
-    ref_i, ref_d = brute(codes, q, 10)
+    ref_i, ref_d = brute(unit(codes), unit(q), 10)  # the index searches unit-length codes
     for row, ri, rd in zip(hits, ref_i, ref_d):
         assert [p for p, _ in row] == [f"p{i}" for i in ri]
         np.testing.assert_allclose([d for _, d in row], rd, rtol=1e-4)
