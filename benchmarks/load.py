@@ -53,7 +53,7 @@ def main(argv=None):
 
         def worker(i):
             try:
-                c = Client(url, verbose=False)
+                c = Client(url, verbose=False, download_files=False)  # measure the server, not file downloads
             except Exception as e:
                 with lock:
                     errors.append(f"connect: {e}")
