@@ -249,25 +249,6 @@ def cmd_search(args):
     return 0
 
 
-def neighbours(model, word, k=10):
-    """{"visual": [[word, cos]...], "text": [[word, cos]...]} for the compare view."""
-    from .wordvec import text_neighbours
-
-    word = word.strip().lower()
-    out = {"word": word}
-    try:
-        out["visual"] = [[w, round(s, 4)] for w, s in model.visual_neighbours(word, k)]
-    except KeyError as e:
-        out["visual"], out["visual_error"] = [], str(e.args[0])
-    try:
-        out["text"] = [[w, round(s, 4)] for w, s in text_neighbours(word, k)]
-    except KeyError as e:
-        out["text"], out["text_error"] = [], str(e.args[0])
-    if not out["visual"] and not out["text"]:
-        raise KeyError(f"{word!r} is neither in the model's vocabulary nor in GloVe")
-    return out
-
-
 def _print_neighbours(res):
     print(f"visual neighbours of {res['word']!r} (columns of D):")
     print("  " + (", ".join(f"{w} {s:.2f}" for w, s in res["visual"]) or res.get("visual_error", "")))
@@ -277,12 +258,14 @@ def _print_neighbours(res):
 
 def cmd_neighbours(args):
     from . import checkpoint
+    from .wordvec import compare_neighbours
 
     model = checkpoint.load(args.model)
     if args.word:
-        res = neighbours(model, args.word, args.k)
-        print(json.dumps({"visual": res["visual"], "text": res["text"]}) if args.json else "", end="\n" if args.json else "")
-        if not args.json:
+        res = compare_neighbours(model, args.word, args.k)
+        if args.json:
+            print(json.dumps({"visual": res["visual"], "text": res["text"]}))
+        else:
             _print_neighbours(res)
         return 0
     while True:  # the original demo's prompt
@@ -295,7 +278,7 @@ def cmd_neighbours(args):
         if not word:
             continue
         try:
-            _print_neighbours(neighbours(model, word, args.k))
+            _print_neighbours(compare_neighbours(model, word, args.k))
         except KeyError as e:
             print(f"error: {e.args[0]}")
 

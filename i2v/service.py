@@ -144,14 +144,14 @@ class Service:
         return sorted(hits, key=lambda h: h[1])[:k]
 
     def neighbours(self, word, k=10):
-        from .cli import neighbours
+        from .wordvec import compare_neighbours
 
         if not isinstance(word, str) or not word.strip():
             raise UserError("type a word, e.g. yellow")
         if len(word) > 50 or len(word.split()) > 1:
             raise UserError("type a single word, e.g. yellow")
         try:
-            return neighbours(self.model, word, k)
+            return compare_neighbours(self.model, word, k)
         except KeyError as e:
             raise UserError(str(e.args[0])) from None
 

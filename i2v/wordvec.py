@@ -51,3 +51,20 @@ def text_neighbours(word, k=10):
         if len(out) == k:
             break
     return out
+
+
+def compare_neighbours(model, word, k=10):
+    """{"visual": [[word, cos]...], "text": [[word, cos]...]} for the compare view."""
+    word = word.strip().lower()
+    out = {"word": word}
+    try:
+        out["visual"] = [[w, round(s, 4)] for w, s in model.visual_neighbours(word, k)]
+    except KeyError as e:
+        out["visual"], out["visual_error"] = [], str(e.args[0])
+    try:
+        out["text"] = [[w, round(s, 4)] for w, s in text_neighbours(word, k)]
+    except KeyError as e:
+        out["text"], out["text_error"] = [], str(e.args[0])
+    if not out["visual"] and not out["text"]:
+        raise KeyError(f"{word!r} is neither in the model's vocabulary nor in GloVe")
+    return out
