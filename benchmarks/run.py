@@ -100,11 +100,12 @@ def bench_summarize(quick, folder):
     import torch
 
     from i2v import checkpoint
-    from i2v.features import get_backbone
+    from i2v.features import Backbone
 
     torch.set_num_threads(1)
     model = checkpoint.load()
-    net = get_backbone()
+    net = Backbone(threads=1)
+    emit("backbone_runtime", net.runtime, "{}")
     small, big = make_photos(folder)
 
     def run(p):
@@ -126,7 +127,6 @@ def bench_extract(quick, folder):
     from i2v.data import list_images
     from i2v.features import extract, get_backbone, load_image
 
-    torch.set_num_threads(os.cpu_count())
     paths = sorted(str(p) for p in FLICKR.glob("*.jpg"))[: (128 if quick else 1024)] if FLICKR.is_dir() else \
         list_images([REPO / "demo" / "gallery"])
     net = get_backbone()
@@ -148,10 +148,10 @@ def bench_extract(quick, folder):
 
 
 def bench_cnn_limit(quick, fwd_ips):
-    """Achieved GFLOP/s of the CNN against a float32 matmul on the same cores; variants."""
+    """Achieved GFLOP/s of the CNN against a float32 matmul on the same cores; variants tried."""
     import torch
 
-    from i2v.features import get_backbone, load_image
+    from i2v.features import Backbone, load_image
 
     gflop = 0.4  # EfficientNet-Lite0 at 224 px, per image (multiply-adds x 2)
     a = torch.randn(2048, 2048)
@@ -161,34 +161,37 @@ def bench_cnn_limit(quick, fwd_ips):
     emit("matmul_gflops", mm)
     emit("cnn_gflops", fwd_ips * gflop)
     emit("cnn_fraction_of_matmul", fwd_ips * gflop / mm)
-    if quick:
-        return
-    net = get_backbone()
     photos = sorted(str(p) for p in (REPO / "demo" / "gallery").glob("*/*.jpg"))[:32]
     x = np.stack([load_image(p) for p in photos])
-    ref, _ = net.forward(x)
-    base = timeit(lambda: net.forward(x), 5)
-    emit("cnn_fp32_batch32_ms", 1000 * np.median(base))
-    # channels-last memory format
-    net.model = net.model.to(memory_format=torch.channels_last)
-    cl_t = timeit(lambda: net.forward(x), 5)
-    cl, _ = net.forward(x)
-    net.model = net.model.to(memory_format=torch.contiguous_format)
-    cos = float(np.min(np.sum(ref * cl, 1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(cl, axis=1)))
-    emit("cnn_channels_last_speedup", np.median(base) / np.median(cl_t))
-    emit("cnn_channels_last_min_cosine", cos)
+    tb = Backbone(runtime="torch")
+    ref, _ = tb.forward(x)
+    base = timeit(lambda: tb.forward(x), 3 if quick else 5)
+    cos = lambda a, b: float(np.min(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+    try:
+        ob = Backbone(runtime="onnx")
+        o_t = timeit(lambda: ob.forward(x), 3 if quick else 5)
+        emit("cnn_onnxruntime_speedup_vs_torch", np.median(base) / np.median(o_t))
+        emit("cnn_onnxruntime_min_cosine", cos(ref, ob.forward(x)[0]))
+    except RuntimeError as e:
+        emit("cnn_onnxruntime_speedup_vs_torch", f"unavailable ({e})", "{}")
+    if quick:
+        return
+    emit("cnn_torch_fp32_batch32_ms", 1000 * np.median(base))
+    tb.model = tb.model.to(memory_format=torch.channels_last)  # channels-last memory format
+    cl_t = timeit(lambda: tb.forward(x), 5)
+    emit("cnn_torch_channels_last_speedup", np.median(base) / np.median(cl_t))
+    emit("cnn_torch_channels_last_min_cosine", cos(ref, tb.forward(x)[0]))
+    tb.model = tb.model.to(memory_format=torch.contiguous_format)
     # dynamic int8 quantization only covers Linear layers: the convolutions stay float
-    q = torch.ao.quantization.quantize_dynamic(net.model, {torch.nn.Linear}, dtype=torch.qint8)
-    orig, net.model = net.model, q
-    q_t = timeit(lambda: net.forward(x), 5)
-    qf, _ = net.forward(x)
-    net.model = orig
-    cos = float(np.min(np.sum(ref * qf, 1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(qf, axis=1)))
-    emit("cnn_dynamic_int8_speedup", np.median(base) / np.median(q_t))
-    emit("cnn_dynamic_int8_min_cosine", cos)
+    orig = tb.model
+    tb.model = torch.ao.quantization.quantize_dynamic(orig, {torch.nn.Linear}, dtype=torch.qint8)
+    q_t = timeit(lambda: tb.forward(x), 5)
+    emit("cnn_torch_dynamic_int8_speedup", np.median(base) / np.median(q_t))
+    emit("cnn_torch_dynamic_int8_min_cosine", cos(ref, tb.forward(x)[0]))
+    tb.model = orig
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        emit(f"cnn_batch32_ms_{threads}_threads", 1000 * np.median(timeit(lambda: net.forward(x), 3)))
+        emit(f"cnn_torch_batch32_ms_{threads}_threads", 1000 * np.median(timeit(lambda: tb.forward(x), 3)))
     torch.set_num_threads(os.cpu_count())
 
 

