@@ -311,14 +311,17 @@ def extract(paths, *, backbone=DEFAULT_BACKBONE, cache_dir=None, batch_size=32, 
 
         bar = tqdm(total=len(todo), desc="features", unit="img", disable=not progress)
         batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
-        # one decoding thread runs a batch ahead of the CNN (PIL releases the GIL while decoding)
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        # decoding runs a batch ahead of the CNN on two threads (PIL releases the GIL while decoding)
+        with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=2) as workers:
+            def decode_batch(b):
+                return list(workers.map(decode, b))
+
             try:
-                nxt = pool.submit(lambda b: [decode(i) for i in b], batches[0])
+                nxt = pool.submit(decode_batch, batches[0])
                 for b in range(len(batches)):
                     decoded = nxt.result()
                     if b + 1 < len(batches):
-                        nxt = pool.submit(lambda b: [decode(i) for i in b], batches[b + 1])
+                        nxt = pool.submit(decode_batch, batches[b + 1])
                     good = [(i, a) for i, a in decoded if not isinstance(a, str)]
                     for i, a in decoded:
                         if isinstance(a, str):
