@@ -129,7 +129,8 @@ def build():
                                      elem_id="summ-photo")
                     k = gr.Slider(1, 8, value=3, step=1, label="Number of words (k)")
                     model = gr.Dropdown([m for m in MODELS if m in checkpoint.list_checkpoints()],
-                                        value=checkpoint.DEFAULT_MODEL, label="Model")
+                                        value=service().model_name if service().model_name in MODELS
+                                        else checkpoint.DEFAULT_MODEL, label="Model")
                     go = gr.Button("Summarize", variant="primary", elem_id="summ-go")
                 with gr.Column():
                     words = gr.Label(label="Words and weights", elem_id="summ-words")
@@ -179,7 +180,8 @@ def build():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=TITLE)
-    ap.add_argument("--host", default=os.environ.get("I2V_HOST", "127.0.0.1"))
+    # Hugging Face Spaces set GRADIO_SERVER_NAME=0.0.0.0; everywhere else the default is loopback only
+    ap.add_argument("--host", default=os.environ.get("I2V_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")))
     ap.add_argument("--port", type=int, default=int(os.environ.get("I2V_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
     ap.add_argument("--gallery", default=os.environ.get("I2V_GALLERY"), help="index folder from `python -m i2v index`")
     ap.add_argument("--model", default=os.environ.get("I2V_MODEL"), help="checkpoint name (default: the best)")

@@ -145,6 +145,15 @@ def cmd_eval(args):
     else:
         print(f"training data {train_path!r} not found: references left out (use --train-data)", file=sys.stderr)
     _print_table(report["models"])
+    if args.record:  # keep each model's scores in its own checkpoint config
+        key = f"{args.format}:{Path(args.data).name}" + (f":{args.split}" if args.split else "")
+        for name, model in models.items():
+            folder = checkpoint.resolve(name)
+            cfg = json.loads((folder / "config.json").read_text())
+            cfg.setdefault("metrics", {})[key] = report["models"][name]
+            tmp = folder / ".config.tmp.json"
+            tmp.write_text(json.dumps(cfg, indent=1) + "\n")
+            tmp.replace(folder / "config.json")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
@@ -153,9 +162,9 @@ def cmd_eval(args):
 
 def _print_table(rows):
     cols = ["p@3", "r@3", "p@5", "r@5", "t2i_r@1", "t2i_r@5", "t2i_r@10", "t2i_medr", "ip_t2i_r@1", "unit_t2i_r@1"]
-    print(f"{'model':22s}" + "".join(f"{c:>11s}" for c in cols))
+    print(f"{'model':22s}" + "".join(f"{c:>13s}" for c in cols))
     for name, m in rows.items():
-        print(f"{name:22s}" + "".join(f"{m[c]:11.3f}" if c in m else f"{'-':>11s}" for c in cols))
+        print(f"{name:22s}" + "".join(f"{m[c]:13.3f}" if c in m else f"{'-':>13s}" for c in cols))
 
 
 def cmd_summarize(args):
@@ -318,6 +327,7 @@ def build_parser():
     p.add_argument("--models", help="comma-separated checkpoint names or folders (default: all in checkpoints/)")
     p.add_argument("--train-data", help="training data for the references (default: the one recorded in the checkpoint)")
     p.add_argument("--json", help="write the report to this file")
+    p.add_argument("--record", action="store_true", help="also store each model's scores in its config.json")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("summarize", help="summarize photos in k words",
