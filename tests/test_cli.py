@@ -114,3 +114,27 @@ def test_summarize_real_flickr_photos():
     caps = [caption_words(t) for t in ds.texts]
     p, _ = precision_recall_at_k([[w for w, _ in s] for s in summaries], truth_sets(caps, model.vocab), 3)
     assert p > 0.45 and (fit > 0).all()
+
+
+def test_weak_tag_on_a_tags_csv_and_eval_on_coco(tmp_path, capsys, monkeypatch, tiny_images):
+    monkeypatch.setenv("I2V_CACHE", str(tmp_path / "cache"))
+    d, names = tiny_images
+    tags = ["red;square;gbr", "blue square london", "green;square", "red;square", "blue;square;gbr", "green square"]
+    (d / "tags.csv").write_text("image,tags\n" + "\n".join(f"{n},{t}" for n, t in zip(names, tags)) + "\n")
+    rc = main(["train", "--model", "weak-tag", "--data", str(d / "tags.csv"), "--format", "tags",
+               "--out", str(tmp_path / "wt"), "--min-count", "1", "--dim", "8", "--epochs", "2"])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "wt" / "config.json").read_text())
+    assert cfg["kind"] == "weak-tag" and "gbr" in cfg["vocab"]["words"] and "weak_tags" not in cfg["train_data"]
+    with np.load(tmp_path / "wt" / "arrays.npz", allow_pickle=False) as z:
+        assert z["word_weights"].shape == (len(cfg["vocab"]["words"]),)
+    capsys.readouterr()
+    doc = {"images": [{"id": i, "file_name": n} for i, n in enumerate(names)],
+           "annotations": [{"image_id": i, "caption": f"a {t.split(';')[0].split()[0]} square"} for i, t in enumerate(tags)]}
+    (d / "captions_val.json").write_text(json.dumps(doc))
+    rc = main(["eval", "--format", "coco", "--data", str(d / "captions_val.json"), "--images", str(d),
+               "--models", str(tmp_path / "wt"), "--json", str(tmp_path / "coco.json")])
+    assert rc == 0
+    rep = json.loads((tmp_path / "coco.json").read_text())
+    assert rep["test_data"]["images"] == 6 and "most_down_weighted" in rep["models"][str(tmp_path / "wt")]
+    assert "ref:linear-ridge" in rep["models"]  # references trained on the tags CSV recorded in the checkpoint
