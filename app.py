@@ -76,11 +76,12 @@ def search(query, photo=None, k=12):
 
 def neighbours(word, k=10):
     try:
-        res = service().neighbours(word, int(k))
+        res = service().neighbours(word, k)
     except UserError as e:
         raise _err(e) from None
+    n = max(len(res["visual"]), len(res["text"]))
     rows = [[i + 1, *(res["visual"][i] if i < len(res["visual"]) else ["", None]),
-             *(res["text"][i] if i < len(res["text"]) else ["", None])] for i in range(int(k))]
+             *(res["text"][i] if i < len(res["text"]) else ["", None])] for i in range(n)]
     note = " ".join(v for k_, v in res.items() if k_.endswith("_error"))
     return rows, neighbour_map(service().model, res), note
 

@@ -29,6 +29,17 @@ def data_home():
     return Path(os.environ.get("I2V_HOME", REPO / "user_gallery"))
 
 
+def whole_number(value, lo, hi, name="k"):
+    """`value` as an int in [lo, hi], or a UserError that names it."""
+    try:
+        v = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{name} must be a whole number, got {value!r}") from None
+    if not lo <= v <= hi:
+        raise UserError(f"{name} must be between {lo} and {hi}, got {v}")
+    return v
+
+
 class Service:
     """Loaded once per process: the models, the gallery index and the user's upload index."""
 
@@ -106,12 +117,7 @@ class Service:
     # -- the four actions -----------------------------------------------------------------
     def summarize(self, photo, k=3, model_name=None):
         """{'words': [(word, weight)], 'fit': float, 'evidence': [(path, distance)]}"""
-        try:
-            k = int(k)
-        except (TypeError, ValueError):
-            raise UserError(f"k must be a whole number, got {k!r}") from None
-        if not 1 <= k <= 8:
-            raise UserError(f"k must be between 1 and 8, got {k}")
+        k = whole_number(k, 1, 8)
         try:
             model = checkpoint.load(model_name) if model_name else self.model
         except KeyError as e:
@@ -137,7 +143,7 @@ class Service:
             q = q + (photo_weight or 1.0) * self.encode_photo(photo)
         if not np.any(q):
             raise UserError("the words cancel out: nothing left to search for")
-        return self._search(q, int(k)), terms
+        return self._search(q, whole_number(k, 1, 100)), terms
 
     def _search(self, q, k):
         hits = self.gallery.search(q, k) + self.user.search(q, k)
@@ -150,6 +156,7 @@ class Service:
             raise UserError("type a word, e.g. yellow")
         if len(word) > 50 or len(word.split()) > 1:
             raise UserError("type a single word, e.g. yellow")
+        k = whole_number(k, 1, 50)
         try:
             return compare_neighbours(self.model, word, k)
         except KeyError as e:

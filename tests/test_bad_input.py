@@ -190,3 +190,14 @@ def test_app_add_photos_with_bad_files(odd_files, client):
 def test_server_still_answers_after_all_that(client):
     hits, status = client.predict("dog + grass", None, 5, api_name="/search")
     assert len(hits) == 5
+
+
+def test_app_bad_numbers(client):
+    from gradio_client import handle_file
+
+    flower = str(sample_photos()[1])
+    for k in (0, 9, -3, 1e12):
+        _app_error(lambda: client.predict(handle_file(flower), k, "learn-all", api_name="/summarize"))
+    for k in (0, -1, 10**9):
+        _app_error(lambda: client.predict("dog", None, k, api_name="/search"))
+    _app_error(lambda: client.predict(handle_file(flower), 3, "no-such-model", api_name="/summarize"))
