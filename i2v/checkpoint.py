@@ -1,4 +1,5 @@
 """Checkpoints: a folder with `arrays.npz` (numpy, no pickle) and `config.json`."""
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -60,5 +61,8 @@ def load(name_or_path=None):
         kind = config.pop("kind", None)
         vocab = vocab_from_config(config)
         config.pop("vocab")
-        _LOADED[path] = Image2Vec(kind, vocab, arrays, config)
+        model = Image2Vec(kind, vocab, arrays, config)
+        # indexes remember this, so codes of an older version of the model are re-encoded
+        model.fingerprint = hashlib.sha1((path / "arrays.npz").read_bytes()).hexdigest()[:16]
+        _LOADED[path] = model
     return _LOADED[path]

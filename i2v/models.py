@@ -7,7 +7,7 @@ folder (`arrays.npz` + `config.json`, no pickle; see `i2v/checkpoint.py`).
 """
 import numpy as np
 
-from .sparse import explained, gram, omp_gram
+from .sparse import _solve_support, explained, gram, omp_gram
 from .text import Vocab
 
 MODELS = ("simple", "learn-all", "weak-tag", "baseline")
@@ -38,6 +38,7 @@ class Image2Vec:
             raise ValueError(f"D has {D.shape[1]} columns but the vocabulary has {len(vocab)} words")
         self.arrays.setdefault("word_weights", np.ones(len(vocab), np.float32))
         self._gram = None
+        self.fingerprint = None  # set by checkpoint.load: a hash of the arrays
 
     # -- the word side -------------------------------------------------------------------
     @property
@@ -131,7 +132,15 @@ class Image2Vec:
             # fit: least-squares projection of the code on the chosen words
             fit = np.array([_ls_fit(atoms[:, s], c) for s, c in zip(support, codes)])
         else:
-            support, coef = omp_gram(self.gram_, codes @ atoms, k, non_negative=non_negative)
+            # ridge > 0 shrinks each step's refit, so a word that co-occurs with one already
+            # chosen ("young" after "boy") is not explained away entirely (chosen on dev, see README)
+            ridge = float(self.config.get("omp_ridge", 0.0))
+            Xy = codes @ atoms
+            support, coef = omp_gram(self.gram_, Xy, k, non_negative=non_negative, ridge=ridge)
+            if ridge:  # report plain least-squares weights of the chosen words (no shrinkage)
+                active = support >= 0
+                ls = _solve_support(self.gram_, Xy, np.maximum(support, 0), active)
+                coef = np.where(active & ((ls > 0) | (not non_negative)), ls, coef)
             fit = explained(atoms, codes, support, coef)
         out = []
         for s, c in zip(support, coef):

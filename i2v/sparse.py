@@ -13,8 +13,8 @@ def gram(D):
     return D.T @ D
 
 
-def _solve_support(G, Xy, support, active):
-    """Least squares on each row's support: coef (n, k) with inactive entries zero."""
+def _solve_support(G, Xy, support, active, ridge=0.0):
+    """(Ridge) least squares on each row's support: coef (n, k) with inactive entries zero."""
     n, k = support.shape
     Gs = G[support[:, :, None], support[:, None, :]]  # (n, k, k)
     rhs = np.take_along_axis(Xy, support, axis=1)  # (n, k)
@@ -23,11 +23,11 @@ def _solve_support(G, Xy, support, active):
     eye = np.broadcast_to(np.eye(k, dtype=bool), Gs.shape)
     Gs = np.where(mask, Gs, np.where(eye, 1.0, 0.0))
     rhs = np.where(active, rhs, 0.0)
-    Gs = Gs + 1e-10 * np.eye(k)  # guards exactly collinear atoms
+    Gs = Gs + (ridge + 1e-10) * np.eye(k)  # 1e-10 guards exactly collinear atoms
     return np.linalg.solve(Gs, rhs[..., None])[..., 0]
 
 
-def omp_gram(G, Xy, n_nonzero, *, non_negative=True):
+def omp_gram(G, Xy, n_nonzero, *, non_negative=True, ridge=0.0):
     """Batched OMP from the Gram matrix: k-sparse codes of many signals at once.
 
     Parameters
@@ -55,7 +55,8 @@ def omp_gram(G, Xy, n_nonzero, *, non_negative=True):
         raise ValueError(f"n_nonzero={n_nonzero}: must be between 1 and the number of atoms ({V})")
     k, n = int(n_nonzero), Xy.shape[0]
     if n > _CHUNK:  # blocks of signals keep the (n, k, V) gathers in cache
-        parts = [omp_gram(G, Xy[s:s + _CHUNK], k, non_negative=non_negative) for s in range(0, n, _CHUNK)]
+        parts = [omp_gram(G, Xy[s:s + _CHUNK], k, non_negative=non_negative, ridge=ridge)
+                 for s in range(0, n, _CHUNK)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     support = np.zeros((n, k), dtype=np.int64)
     active = np.zeros((n, k), dtype=bool)
@@ -72,14 +73,14 @@ def omp_gram(G, Xy, n_nonzero, *, non_negative=True):
         support[:, step] = best
         active[:, step] = ok
         taken[rows[ok], best[ok]] = True
-        coef[:, :step + 1] = _solve_support(G, Xy, support[:, :step + 1], active[:, :step + 1])
+        coef[:, :step + 1] = _solve_support(G, Xy, support[:, :step + 1], active[:, :step + 1], ridge)
         if non_negative:
             for _ in range(step + 1):  # drop atoms whose weight went negative, refit the rest
                 neg = active[:, :step + 1] & (coef[:, :step + 1] < 0)
                 if not neg.any():
                     break
                 active[:, :step + 1] &= ~neg
-                coef[:, :step + 1] = _solve_support(G, Xy, support[:, :step + 1], active[:, :step + 1])
+                coef[:, :step + 1] = _solve_support(G, Xy, support[:, :step + 1], active[:, :step + 1], ridge)
         if not ok.all() and step == 0 and not ok.any():
             warnings.warn("OMP: no atom correlates with any signal; returning empty codes", RuntimeWarning)
     support = np.where(active, support, -1)

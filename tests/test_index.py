@@ -14,13 +14,17 @@ def brute(codes, q, k):
     return np.argsort(d, axis=1, kind="stable")[:, :k], np.sort(d, axis=1)[:, :k]
 
 
-def test_flat_equals_brute_force():
+@pytest.mark.parametrize("normalize", [True, False])
+def test_flat_equals_brute_force(normalize, tmp_path):
     rng = np.random.default_rng(0)
-    codes = rng.normal(size=(2000, 32)).astype(np.float32)
+    codes = (rng.normal(size=(2000, 32)) * rng.uniform(0.5, 2, size=(2000, 1))).astype(np.float32)
     q = rng.normal(size=(50, 32)).astype(np.float32)
-    idx = GalleryIndex(32, "m", codes, [f"p{i}" for i in range(2000)], [0] * 2000, [0] * 2000)
+    idx = GalleryIndex(32, "m", codes, [f"p{i}" for i in range(2000)], [0] * 2000, [0] * 2000, normalize=normalize)
+    idx.save(tmp_path)
+    idx = GalleryIndex.load(tmp_path)
+    assert idx.normalize == normalize
     hits = idx.search(q, 10)
-    ref_i, ref_d = brute(unit(codes), unit(q), 10)  # the index searches unit-length codes
+    ref_i, ref_d = brute(unit(codes), unit(q), 10) if normalize else brute(codes, q, 10)
     for row, ri, rd in zip(hits, ref_i, ref_d):
         assert [p for p, _ in row] == [f"p{i}" for i in ri]
         np.testing.assert_allclose([d for _, d in row], rd, rtol=1e-4)
