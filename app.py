@@ -59,9 +59,10 @@ def summarize(photo, k=3, model_name=None):
         res = service().summarize(photo, k, model_name or None)
     except UserError as e:
         raise _err(e) from None
-    words = {w: round(max(c, 0.0), 4) for w, c in res["words"]}
-    text = " + ".join(w for w, _ in res["words"]) or "(no word fits)"
-    fit = f"**{text}** — the words explain {100 * res['fit']:.0f}% of the photo's code."
+    total = sum(max(c, 0.0) for _, c in res["words"]) or 1.0
+    words = {w: round(max(c, 0.0) / total, 4) for w, c in res["words"]}  # share of the summary's weight
+    text = " + ".join(f"**{w}** ({c:.2f})" for w, c in res["words"]) or "(no word fits)"
+    fit = f"{text} — OMP weights; the words explain {100 * res['fit']:.0f}% of the photo's code."
     return words, fit, [(p, f"{d:.2f}") for p, d in res["evidence"]]
 
 
@@ -134,9 +135,9 @@ def build():
                                         else checkpoint.DEFAULT_MODEL, label="Model")
                     go = gr.Button("Summarize", variant="primary", elem_id="summ-go")
                 with gr.Column():
-                    words = gr.Label(label="Words and weights", elem_id="summ-words")
+                    words = gr.Label(label="Words (share of the summary's weight)", elem_id="summ-words")
                     fit = gr.Markdown(elem_id="summ-fit")
-                    evidence = gr.Gallery(label="Nearest gallery photos", columns=3, height=300)
+                    evidence = gr.Gallery(label="Nearest gallery photos", columns=3, height=300, elem_id="summ-evidence")
             gr.Examples(EXAMPLE_PHOTOS, inputs=photo, label="Example photos (click one)")
             go.click(summarize, [photo, k, model], [words, fit, evidence], api_name="summarize")
         with gr.Tab("Find images from words"):

@@ -104,19 +104,22 @@ def test_real_browser(server):
         assert "image2vec" in page.title() + page.content()
         page.screenshot(path=str(ARTIFACTS / "0-start.png"))
         # 1. upload a photo -> its words appear
-        page.locator("#summ-photo input[type=file]").set_input_files(str(sample_photos()[1]))
+        page.locator("#summ-photo input[type=file]").set_input_files(str(REPO / "demo/gallery/cc-by-sa/kphotoalbum-donna.jpg"))
         page.wait_for_timeout(1000)
         page.click("#summ-go")
         page.wait_for_function("document.querySelector('#summ-fit') && document.querySelector('#summ-fit').innerText.includes('explain')",
                                timeout=60_000)
         labels = page.locator("#summ-words").inner_text()
-        assert len([ln for ln in labels.splitlines() if ln.strip()]) >= 3
+        assert len([ln for ln in labels.splitlines() if ln.strip()]) >= 3 and "dog" in labels
+        page.wait_for_function("Array.from(document.querySelectorAll('#summ-evidence img')).filter(i => i.complete && i.naturalWidth > 0).length >= 3",
+                               timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "1-summarize.png"), full_page=True)
         # 2. type dog + grass -> >= 5 photos
         page.get_by_role("tab", name="Find images from words").click()
         page.fill("#search-query textarea, #search-query input", "dog + grass")
         page.click("#search-go")
-        page.wait_for_function("document.querySelectorAll('#search-results img').length >= 5", timeout=60_000)
+        page.wait_for_function("Array.from(document.querySelectorAll('#search-results img')).filter(i => i.complete && i.naturalWidth > 0).length >= 5",
+                               timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "2-search.png"), full_page=True)
         # 3. yellow -> both neighbour lists
         page.get_by_role("tab", name="Compare to Word2Vec neighbours").click()
