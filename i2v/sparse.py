@@ -40,6 +40,8 @@ def omp_gram(G, Xy, n_nonzero, *, non_negative=True, ridge=0.0):
         *positive* correlation with the residual and the coefficients are refit without
         negatives (an active-set step). False gives plain OMP (largest |correlation|),
         identical to `sklearn.linear_model.orthogonal_mp_gram`.
+    ridge : float, default 0. Each step's refit solves (G_SS + ridge I) coef = Xy_S, so an atom
+        that correlates with one already chosen is not explained away entirely (0 = OMP).
 
     Returns
     -------
@@ -88,13 +90,13 @@ def omp_gram(G, Xy, n_nonzero, *, non_negative=True, ridge=0.0):
     return support, coef
 
 
-def omp(D, Y, n_nonzero, *, non_negative=True, G=None):
+def omp(D, Y, n_nonzero, *, non_negative=True, ridge=0.0, G=None):
     """OMP of signals Y (n, d) over dictionary D (d, V); see `omp_gram`. G: cached Gram."""
     D = np.asarray(D, dtype=np.float64)
     Y = np.atleast_2d(np.asarray(Y, dtype=np.float64))
     if Y.shape[1] != D.shape[0]:
         raise ValueError(f"signals have dimension {Y.shape[1]}, dictionary atoms {D.shape[0]}")
-    return omp_gram(gram(D) if G is None else G, Y @ D, n_nonzero, non_negative=non_negative)
+    return omp_gram(gram(D) if G is None else G, Y @ D, n_nonzero, non_negative=non_negative, ridge=ridge)
 
 
 def explained(D, Y, support, coef):

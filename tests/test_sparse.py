@@ -66,3 +66,16 @@ def test_zero_signal_and_bad_arguments():
         omp(D, np.ones((1, D.shape[0])), 0)
     with pytest.raises(ValueError, match="dimension"):
         omp(D, np.ones((1, 3)), 2)
+
+
+def test_ridge_keeps_correlated_atoms_and_zero_ridge_is_omp():
+    a, b, c = np.array([1.0, 0, 0]), np.array([0.8, 0.6, 0]), np.array([0, 0, 1.0])  # a.b = 0.8
+    D = np.stack([a, b, c], 1)
+    y = a + b + 0.5 * c
+    plain, _ = omp(D, y[None], 2)
+    ridged, w = omp(D, y[None], 2, ridge=3.0)
+    assert list(plain[0]) == [0, 2]  # OMP explains b away with a, then takes c
+    assert list(ridged[0]) == [0, 1]  # the ridge leaves b's share in the residual
+    assert (w > 0).all()
+    D2, X, Y = planted(signed=False)
+    np.testing.assert_array_equal(omp(D2, Y, 3, ridge=0.0)[0], omp(D2, Y, 3)[0])
