@@ -1,5 +1,6 @@
 """Checkpoints: a folder with `arrays.npz` (numpy, no pickle) and `config.json`."""
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -19,10 +20,20 @@ def save(model, out_dir):
     config = dict(model.config, kind=model.kind, vocab=model.vocab.to_json())
     tmp_npz, tmp_json = out / ".arrays.tmp.npz", out / ".config.tmp.json"
     np.savez_compressed(tmp_npz, **model.arrays)
-    tmp_json.write_text(json.dumps(config, indent=1) + "\n")
+    tmp_json.write_text(json.dumps(config, indent=1) + "\n")  # both written before either is renamed
     os.replace(tmp_npz, out / "arrays.npz")
     os.replace(tmp_json, out / "config.json")
     return out
+
+
+def record_metrics(name_or_path, key, metrics):
+    """Store `metrics` under config["metrics"][key] of a checkpoint (atomic rewrite)."""
+    folder = resolve(name_or_path)
+    config = json.loads((folder / "config.json").read_text())
+    config.setdefault("metrics", {})[key] = metrics
+    tmp = folder / ".config.tmp.json"
+    tmp.write_text(json.dumps(config, indent=1) + "\n")
+    os.replace(tmp, folder / "config.json")
 
 
 def resolve(name_or_path=None):
@@ -54,7 +65,8 @@ def load(name_or_path=None):
     if path not in _LOADED:
         try:
             config = json.loads((path / "config.json").read_text())
-            with np.load(path / "arrays.npz", allow_pickle=False) as z:
+            raw = (path / "arrays.npz").read_bytes()
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError) as e:
             raise ValueError(f"broken checkpoint {path}: {e}") from None
@@ -63,6 +75,6 @@ def load(name_or_path=None):
         config.pop("vocab")
         model = Image2Vec(kind, vocab, arrays, config)
         # indexes remember this, so codes of an older version of the model are re-encoded
-        model.fingerprint = hashlib.sha1((path / "arrays.npz").read_bytes()).hexdigest()[:16]
+        model.fingerprint = hashlib.sha1(raw).hexdigest()[:16]
         _LOADED[path] = model
     return _LOADED[path]

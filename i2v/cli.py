@@ -149,13 +149,8 @@ def cmd_eval(args):
     _print_table(report["models"])
     if args.record:  # keep each model's scores in its own checkpoint config
         key = f"{args.format}:{Path(args.data).name}" + (f":{args.split}" if args.split else "")
-        for name, model in models.items():
-            folder = checkpoint.resolve(name)
-            cfg = json.loads((folder / "config.json").read_text())
-            cfg.setdefault("metrics", {})[key] = report["models"][name]
-            tmp = folder / ".config.tmp.json"
-            tmp.write_text(json.dumps(cfg, indent=1) + "\n")
-            tmp.replace(folder / "config.json")
+        for name in models:
+            checkpoint.record_metrics(name, key, report["models"][name])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)

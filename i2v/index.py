@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models import normalize_rows
+
 APPROX_THRESHOLD = 50_000  # above this many codes: IVF (approximate); exact search takes ~7 ms at 100k here
 INDEX_FILE = "index.npz"
 
@@ -44,13 +46,6 @@ def build_faiss(codes, *, exact=None, nlist=None, nprobe=None, seed=0):
     return index
 
 
-def unit(a):
-    """Rows scaled to unit L2 norm (zero rows stay zero): (n, d) float32."""
-    a = np.asarray(a, np.float32)
-    n = np.linalg.norm(a, axis=-1, keepdims=True)
-    return np.where(n > 0, a / np.maximum(n, 1e-12), 0.0).astype(np.float32)
-
-
 class GalleryIndex:
     """Codes of a photo collection with their file table. `search(q, k) -> [(path, dist)]`."""
 
@@ -65,7 +60,8 @@ class GalleryIndex:
         return len(self.paths)
 
     def _prep(self, a):
-        return unit(a) if self.normalize else np.asarray(a, np.float32)
+        a = np.asarray(a, np.float32)
+        return normalize_rows(a) if self.normalize else a
 
     @property
     def faiss(self):

@@ -13,7 +13,8 @@ from .text import Vocab
 MODELS = ("simple", "learn-all", "weak-tag", "baseline")
 
 
-def _normalize_rows(a, eps=1e-12):
+def normalize_rows(a, eps=1e-12):
+    """Rows scaled to unit L2 norm (zero rows stay zero), same dtype: (n, d)."""
     return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), eps)
 
 
@@ -76,7 +77,7 @@ class Image2Vec:
     def visual_neighbours(self, word, k=10):
         """[(word, cosine)] of the `k` nearest columns of D (visual word similarity)."""
         j = self.word_index(word)
-        D = _normalize_rows(self.D.T)
+        D = normalize_rows(self.D.T)
         sims = D @ D[j]
         sims[j] = -np.inf
         top = np.argsort(-sims)[:k]
@@ -97,11 +98,11 @@ class Image2Vec:
             keep = np.zeros_like(p)
             np.put_along_axis(keep, idx, np.take_along_axis(p, idx, 1), 1)
             codes = keep @ a["class_vectors"].T.astype(np.float64)
-            return _normalize_rows(codes).astype(np.float32)
+            return normalize_rows(codes).astype(np.float32)
         f = np.atleast_2d(np.asarray(features, np.float32))
         if f.shape[1] != a["feat_mean"].shape[0]:
             raise ValueError(f"features have dimension {f.shape[1]}, the model expects {a['feat_mean'].shape[0]}")
-        f = _normalize_rows(f - a["feat_mean"])
+        f = normalize_rows(f - a["feat_mean"])
         codes = f @ a["R"].T
         if "W1" in a:
             h = np.maximum(f @ a["W1"].T + a["b1"], 0.0)
@@ -126,7 +127,7 @@ class Image2Vec:
             raise ValueError(f"k={k}: must be between 1 and the vocabulary size {V}")
         atoms = self.atoms.astype(np.float64)
         if self.kind == "baseline":
-            sims = _normalize_rows(codes) @ _normalize_rows(atoms.T).T
+            sims = normalize_rows(codes) @ normalize_rows(atoms.T).T
             support = np.argsort(-sims, axis=1)[:, :k]
             coef = np.take_along_axis(sims, support, 1)
             # fit: least-squares projection of the code on the chosen words

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .features import DEFAULT_BACKBONE, BACKBONES, default_cache_dir, extract
-from .models import Image2Vec, _normalize_rows
+from .models import Image2Vec, normalize_rows
 from .text import caption_word_lists, count_words, word_matrix
 
 
@@ -66,7 +66,7 @@ def fit_simple(F, X, vocab, *, dim=256, ridge=1.0, seed=0):
     mean = F.mean(0)
     R = rng.normal(size=(dim, F.shape[1])).astype(np.float32)
     R /= np.linalg.norm(R, axis=1, keepdims=True)  # unit-norm rows
-    C = _normalize_rows(F - mean) @ R.T
+    C = normalize_rows(F - mean) @ R.T
     D = np.linalg.solve(X.T @ X + ridge * np.eye(X.shape[1]), X.T @ C).T
     D = D / np.maximum(np.linalg.norm(D, axis=0, keepdims=True), 1e-12)
     T = X @ D.T
@@ -100,15 +100,6 @@ def caption_indices(captions, vocab):
     """Per image, per caption, the vocabulary indices it names: lists of lists of int arrays."""
     return [[np.array(sorted({vocab.index[w] for w in c if w in vocab}), dtype=np.int64) for c in caps]
             for caps in captions]
-
-
-def fraction_matrix(cap_idx, V):
-    """(n, V): fraction of each image's captions that name each word (E[x | image])."""
-    X = np.zeros((len(cap_idx), V), np.float32)
-    for i, caps in enumerate(cap_idx):
-        for c in caps:
-            X[i, c] += 1.0 / len(caps)
-    return X
 
 
 def fit_joint(F, captions, vocab, cfg=None, *, kind="learn-all", log=print):
@@ -149,9 +140,11 @@ def fit_joint(F, captions, vocab, cfg=None, *, kind="learn-all", log=print):
     rng = np.random.default_rng(cfg.seed)
     V = len(vocab)
     cap_idx = caption_indices(captions, vocab)
-    X = fraction_matrix(cap_idx, V)
+    # E[x | image]: the fraction of the image's captions that name each word
+    X = word_matrix([count_words(c) for c in captions], vocab, weighting="fraction",
+                    n_texts=[len(c) for c in captions])
     mean = F.mean(0)
-    Fn = torch.from_numpy(_normalize_rows(F - mean).astype(np.float32))
+    Fn = torch.from_numpy(normalize_rows(F - mean).astype(np.float32))
     Xt = torch.from_numpy(X)
     n, nf = Fn.shape
     # init: D from a random JL projection of the ridge solution, R by least squares onto it

@@ -90,6 +90,13 @@ def test_refuses_files_outside_the_gallery(server):
                 assert e.code in (403, 404, 400)
 
 
+def wait_for_images(page, selector, n, timeout):
+    """Wait until at least `n` images inside `selector` have loaded."""
+    page.wait_for_function(
+        f"Array.from(document.querySelectorAll('{selector} img')).filter(i => i.complete && i.naturalWidth > 0)"
+        f".length >= {n}", timeout=timeout)
+
+
 def test_real_browser(server):
     from playwright.sync_api import sync_playwright
 
@@ -111,15 +118,13 @@ def test_real_browser(server):
                                timeout=60_000)
         labels = page.locator("#summ-words").inner_text()
         assert len([ln for ln in labels.splitlines() if ln.strip()]) >= 3 and "dog" in labels
-        page.wait_for_function("Array.from(document.querySelectorAll('#summ-evidence img')).filter(i => i.complete && i.naturalWidth > 0).length >= 3",
-                               timeout=30_000)
+        wait_for_images(page, "#summ-evidence", 3, 30_000)
         page.screenshot(path=str(ARTIFACTS / "1-summarize.png"), full_page=True)
         # 2. type dog + grass -> >= 5 photos
         page.get_by_role("tab", name="Find images from words").click()
         page.fill("#search-query textarea, #search-query input", "dog + grass")
         page.click("#search-go")
-        page.wait_for_function("Array.from(document.querySelectorAll('#search-results img')).filter(i => i.complete && i.naturalWidth > 0).length >= 5",
-                               timeout=60_000)
+        wait_for_images(page, "#search-results", 5, 60_000)
         page.screenshot(path=str(ARTIFACTS / "2-search.png"), full_page=True)
         # 3. yellow -> both neighbour lists
         page.get_by_role("tab", name="Compare to Word2Vec neighbours").click()

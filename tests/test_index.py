@@ -6,7 +6,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from i2v.index import GalleryIndex, build_faiss, unit, update_index
+from i2v.index import GalleryIndex, build_faiss, update_index
+from i2v.models import normalize_rows as unit
 
 
 def brute(codes, q, k):
