@@ -14,6 +14,7 @@ import gradio as gr  # noqa: E402
 
 from i2v import checkpoint  # noqa: E402
 from i2v.models import MODELS  # noqa: E402
+from i2v.pipeline import format_query  # noqa: E402
 from i2v.plots import neighbour_map  # noqa: E402
 from i2v.service import DEFAULT_GALLERY, Service, UserError  # noqa: E402
 
@@ -35,18 +36,19 @@ def service():
 
 
 class PhotoInput(gr.Image):
-    """gr.Image whose decoding errors (empty, truncated, not an image, too large) become a clear message."""
+    """gr.Image that hands over the uploaded file untouched: i2v decodes it (size checks first) and
+    words its errors, the same way for the app and the CLI."""
 
     def get_block_name(self):  # render with the stock image widget
         return "image"
 
     def preprocess(self, payload):
-        try:
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        try:  # pasted images (data: URLs) are written to a file by Gradio
             return super().preprocess(payload)
-        except gr.Error:
-            raise
         except Exception:
-            raise gr.Error("this file is not a photo we can read (empty, broken, too large or not an image)",
+            raise gr.Error("this file is not a photo we can read (empty, broken or not an image)",
                            print_exception=False) from None
 
 
@@ -68,11 +70,10 @@ def summarize(photo, k=3, model_name=None):
 
 def search(query, photo=None, k=12):
     try:
-        hits, terms = service().search(query, photo, k)
+        hits, terms, photo_weight = service().search(query, photo, k)
     except UserError as e:
         raise _err(e) from None
-    used = " + ".join(f"{w:g}*{t}" if w != 1 else t for t, w in terms).replace("+ -", "- ").replace("+ -1*", "- ")
-    return [(p, f"{d:.2f}") for p, d in hits], f"Searched for: {used or '(photo)'} — {len(hits)} photos"
+    return [(p, f"{d:.2f}") for p, d in hits], f"Searched for: {format_query(terms, photo_weight)} — {len(hits)} photos"
 
 
 def neighbours(word, k=10):
@@ -127,7 +128,7 @@ def build():
         with gr.Tab("Summarize in 3 words"):
             with gr.Row():
                 with gr.Column():
-                    photo = PhotoInput(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo",
+                    photo = PhotoInput(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], label="Photo",
                                      elem_id="summ-photo")
                     k = gr.Slider(1, 8, value=3, step=1, label="Number of words (k)")
                     model = gr.Dropdown([m for m in MODELS if m in checkpoint.list_checkpoints()],
@@ -146,7 +147,7 @@ def build():
                 search_btn = gr.Button("Search", variant="primary", scale=1, elem_id="search-go")
             gr.Markdown(QUERY_HINT)
             with gr.Accordion("Optional: start from a photo ([photo] ± words)", open=False):
-                qphoto = PhotoInput(type="filepath", label="Photo", height=200)
+                qphoto = PhotoInput(type="filepath", image_mode=None, label="Photo", height=200)
             status = gr.Markdown(elem_id="search-status")
             results = gr.Gallery(label="Results (distance)", columns=6, height=480, elem_id="search-results")
             gr.Examples([["dog + grass"], ["snow + young"], ["beach + child"], ["dog - leash + ball"],
@@ -186,7 +187,7 @@ def main(argv=None):
     ap.add_argument("--host", default=os.environ.get("I2V_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")))
     ap.add_argument("--port", type=int, default=int(os.environ.get("I2V_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
     ap.add_argument("--gallery", default=os.environ.get("I2V_GALLERY"), help="index folder from `python -m i2v index`")
-    ap.add_argument("--model", default=os.environ.get("I2V_MODEL"), help="checkpoint name (default: the best)")
+    ap.add_argument("--model", help="checkpoint name (default: $I2V_MODEL, else the best)")
     args = ap.parse_args(argv)
     global SERVICE
     SERVICE = Service(model=args.model, gallery=args.gallery)

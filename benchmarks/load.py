@@ -6,9 +6,6 @@ Starts the app on a free loopback port, runs the clients, prints errors and p50/
 and checks that the page itself stays responsive meanwhile. Bounded in time; loopback only.
 """
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -19,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 QUERIES = ["dog + grass", "snow + young", "beach + child", "red", "dog - leash + ball", "two people by the water"]
 
 
@@ -29,23 +27,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from gradio_client import Client, handle_file
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
-    home = tempfile.mkdtemp()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO,
-                            env=dict(os.environ, I2V_HOME=home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        t0 = time.time()
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                if time.time() - t0 > 120:
-                    raise SystemExit("app did not start")
-                time.sleep(0.3)
+    from i2v.appserver import running_app
+
+    with tempfile.TemporaryDirectory() as home, running_app(home=home) as (url, _):
         photos = sorted(str(p) for p in (REPO / "demo" / "gallery").glob("*/*.jpg"))
         lat = {"summarize": [], "search": []}
         errors, lock = [], threading.Lock()
@@ -106,9 +90,6 @@ def main(argv=None):
             print(f"page_load_p50_ms: {1000 * np.median(page):.0f}")
             print(f"page_load_max_ms: {1000 * max(page):.0f}")
         return 1 if errors else 0
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 if __name__ == "__main__":

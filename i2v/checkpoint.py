@@ -3,26 +3,30 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path, write_bytes
 from .models import Image2Vec, vocab_from_config
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_MODEL = "learn-all"  # the best model on the dev split (see checkpoints/eval_flickr8k_test.json)
 
 
+def default_name():
+    """The model used when none is named: $I2V_MODEL, else DEFAULT_MODEL (read here only)."""
+    return os.environ.get("I2V_MODEL") or DEFAULT_MODEL
+
+
 def save(model, out_dir):
-    """Write `model` to `out_dir` atomically (temp files, then rename)."""
+    """Write `model` to `out_dir` atomically (both files written before either is renamed)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     config = dict(model.config, kind=model.kind, vocab=model.vocab.to_json())
-    tmp_npz, tmp_json = out / ".arrays.tmp.npz", out / ".config.tmp.json"
-    np.savez_compressed(tmp_npz, **model.arrays)
-    tmp_json.write_text(json.dumps(config, indent=1) + "\n")  # both written before either is renamed
-    os.replace(tmp_npz, out / "arrays.npz")
-    os.replace(tmp_json, out / "config.json")
+    with atomic_path(out / "config.json") as tmp_json, atomic_path(out / "arrays.npz") as tmp_npz:
+        np.savez_compressed(tmp_npz, **model.arrays)
+        tmp_json.write_text(json.dumps(config, indent=1) + "\n")
     return out
 
 
@@ -31,14 +35,12 @@ def record_metrics(name_or_path, key, metrics):
     folder = resolve(name_or_path)
     config = json.loads((folder / "config.json").read_text())
     config.setdefault("metrics", {})[key] = metrics
-    tmp = folder / ".config.tmp.json"
-    tmp.write_text(json.dumps(config, indent=1) + "\n")
-    os.replace(tmp, folder / "config.json")
+    write_bytes(folder / "config.json", json.dumps(config, indent=1) + "\n")
 
 
 def resolve(name_or_path=None):
     """A checkpoint folder from a model name ('learn-all') or a path; None = the default."""
-    name_or_path = name_or_path or os.environ.get("I2V_MODEL") or DEFAULT_MODEL
+    name_or_path = name_or_path or default_name()
     p = Path(name_or_path)
     if (p / "config.json").is_file():
         return p
@@ -68,13 +70,15 @@ def load(name_or_path=None):
             raw = (path / "arrays.npz").read_bytes()
             with np.load(io.BytesIO(raw), allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
+            if not isinstance(config, dict):
+                raise ValueError(f"config.json: expected an object, got {type(config).__name__}")
+            kind = config.pop("kind", None)
+            vocab = vocab_from_config(config.pop("vocab", None))
+            model = Image2Vec(kind, vocab, arrays, config)
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"broken checkpoint {path}: {e}") from None
-        kind = config.pop("kind", None)
-        vocab = vocab_from_config(config)
-        config.pop("vocab")
-        model = Image2Vec(kind, vocab, arrays, config)
         # indexes remember this, so codes of an older version of the model are re-encoded
         model.fingerprint = hashlib.sha1(raw).hexdigest()[:16]
+        model.name = str(name_or_path or default_name())
         _LOADED[path] = model
     return _LOADED[path]

@@ -107,10 +107,12 @@ def _query_matrix(queries, V):
     return Q
 
 
-def score_model(model, F, logits, captions):
-    """Metrics of one model on a test set: p@k/r@k of OMP summaries and words->image recall."""
+def score_model(model, codes, captions):
+    """Metrics of one model on a test set: p@k/r@k of OMP summaries and words->image recall.
+
+    codes : (n, d) the test images' codes under `model`; captions : per image, per caption, its words.
+    """
     vocab = model.vocab
-    codes = model.encode(F, logits)
     truth = truth_sets(captions, vocab)
     out = {}
     for k in (3, 5):

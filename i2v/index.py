@@ -11,10 +11,12 @@ Saves write a temp file and rename it, so a crash mid-save leaves the previous i
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .models import normalize_rows
 
 APPROX_THRESHOLD = 50_000  # above this many codes: IVF (approximate); exact search takes ~7 ms at 100k here
@@ -74,14 +76,6 @@ class GalleryIndex:
         self.paths, self.sizes, self.mtimes = list(paths), list(sizes), list(mtimes)
         self._faiss = None
 
-    def add(self, codes, paths, sizes, mtimes):
-        """Append entries (a path already present is replaced)."""
-        keep = [i for i, p in enumerate(self.paths) if p not in set(paths)]
-        self.set(np.concatenate([self.codes[keep], np.asarray(codes, np.float32).reshape(-1, self.dim)]),
-                 [self.paths[i] for i in keep] + list(paths),
-                 [self.sizes[i] for i in keep] + list(sizes),
-                 [self.mtimes[i] for i in keep] + list(mtimes))
-
     def search(self, queries, k=10):
         """Nearest photos of each query (L2).
 
@@ -115,7 +109,6 @@ class GalleryIndex:
         import faiss
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         header = {"dim": self.dim, "model": self.model_name, "count": len(self), "saved": time.time(),
                   "normalize": self.normalize, "fingerprint": self.fingerprint,
                   "exact": len(self) <= APPROX_THRESHOLD}
@@ -124,12 +117,8 @@ class GalleryIndex:
                       header=np.array(json.dumps(header)))
         if not header["exact"]:
             arrays["faiss"] = faiss.serialize_index(self.faiss)
-        tmp = folder / f".{INDEX_FILE}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / INDEX_FILE)
+        with atomic_path(folder / INDEX_FILE) as tmp:
+            np.savez(tmp, **arrays)
 
     @classmethod
     def load(cls, folder):
@@ -141,13 +130,24 @@ class GalleryIndex:
         try:
             with np.load(path, allow_pickle=False) as z:
                 header = json.loads(str(z["header"]))
+                if not isinstance(header, dict) or not isinstance(header.get("dim"), int) or header["dim"] < 1:
+                    raise ValueError("header: expected an object with a positive 'dim'")
+                codes, paths = z["codes"], z["paths"].tolist()
+                sizes, mtimes = z["sizes"].tolist(), z["mtimes"].tolist()
+                if codes.ndim != 2 or codes.shape != (len(paths), header["dim"]) or not \
+                        len(paths) == len(sizes) == len(mtimes):
+                    raise ValueError(f"codes {codes.shape} do not match {len(paths)} paths of dimension {header['dim']}")
                 fi = faiss.deserialize_index(z["faiss"]) if "faiss" in z.files else None
-                index = cls(header["dim"], header.get("model"), z["codes"], z["paths"].tolist(),
-                            z["sizes"].tolist(), z["mtimes"].tolist(), fi, header.get("normalize", True))
-                index.fingerprint = header.get("fingerprint")
-                return index
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, RuntimeError,
+                MemoryError) as e:
             raise ValueError(f"broken index file {path}: {e}") from None
+        index = cls(header["dim"], header.get("model"), codes, paths, sizes, mtimes, fi, header.get("normalize", True))
+        index.fingerprint = header.get("fingerprint")
+        return index
+
+    def is_current(self, model, normalize):
+        """The one staleness rule for a whole index: codes of this very model, same distance."""
+        return self.fingerprint == model.fingerprint and self.dim == model.dim and self.normalize == bool(normalize)
 
 
 def stat_files(paths):
@@ -160,43 +160,3 @@ def stat_files(paths):
         except OSError:
             out.append(None)
     return out
-
-
-def update_index(index, paths, model, *, cache_dir=None, progress=True, prune=True):
-    """Bring `index` up to date with `paths`: add new and changed files, drop deleted ones.
-
-    Returns (added, removed, errors) with errors a list of "path: reason".
-    """
-    from .features import extract
-
-    stats = stat_files(paths)
-    fp = getattr(model, "fingerprint", None)
-    if fp and index.fingerprint != fp:  # the model changed since these codes were made: redo them all
-        if len(index):
-            index.set(np.zeros((0, index.dim)), [], [], [])
-        index.fingerprint = fp
-    current = {p: (s, m) for p, s, m in zip(index.paths, index.sizes, index.mtimes)}
-    wanted = {p: st for p, st in zip(paths, stats) if st is not None}
-    errors = [f"{p}: cannot read file" for p, st in zip(paths, stats) if st is None]
-    todo = [p for p, st in wanted.items() if current.get(p) != st]
-    keep = [i for i, p in enumerate(index.paths)
-            if (p in wanted and current[p] == wanted[p]) or (not prune and p not in wanted)]
-    removed = len(index) - len(keep) - sum(1 for p in todo if p in current)
-    codes = index.codes[keep]
-    kept_paths = [index.paths[i] for i in keep]
-    sizes = [index.sizes[i] for i in keep]
-    mtimes = [index.mtimes[i] for i in keep]
-    added = 0
-    if todo:
-        feats, logits, ok, errs = extract(todo, cache_dir=cache_dir, progress=progress,
-                                          backbone=model.config.get("backbone", "efficientnet-lite0"))
-        errors += errs
-        if ok:
-            new = model.encode(feats, logits)
-            codes = np.concatenate([codes, new])
-            kept_paths += [todo[i] for i in ok]
-            sizes += [wanted[todo[i]][0] for i in ok]
-            mtimes += [wanted[todo[i]][1] for i in ok]
-            added = len(ok)
-    index.set(codes, kept_paths, sizes, mtimes)
-    return added, max(removed, 0), errors

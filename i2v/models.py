@@ -7,10 +7,12 @@ folder (`arrays.npz` + `config.json`, no pickle; see `i2v/checkpoint.py`).
 """
 import numpy as np
 
+from .features import DEFAULT_BACKBONE
 from .sparse import _solve_support, explained, gram, omp_gram
 from .text import Vocab
 
 MODELS = ("simple", "learn-all", "weak-tag", "baseline")
+OMP_RIDGE = 3.0  # ridge on OMP's refits when summarizing, chosen on the Flickr8k dev split (README "Results")
 
 
 def normalize_rows(a, eps=1e-12):
@@ -34,12 +36,16 @@ class Image2Vec:
         self.kind, self.vocab = kind, vocab
         self.arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
         self.config = dict(config or {})
-        D = self.arrays["D"]
-        if D.shape[1] != len(vocab):
-            raise ValueError(f"D has {D.shape[1]} columns but the vocabulary has {len(vocab)} words")
         self.arrays.setdefault("word_weights", np.ones(len(vocab), np.float32))
+        _check_model(self)
         self._gram = None
         self.fingerprint = None  # set by checkpoint.load: a hash of the arrays
+        self.name = kind  # set by checkpoint.load: the name or folder it was loaded as
+
+    @property
+    def backbone(self):
+        """Name of the CNN whose outputs this model encodes (recorded at training)."""
+        return self.config.get("backbone", DEFAULT_BACKBONE)
 
     # -- the word side -------------------------------------------------------------------
     @property
@@ -73,6 +79,13 @@ class Image2Vec:
         for word, weight in terms:
             q += float(weight) * self.atoms[:, self.word_index(word)]
         return q
+
+    def most_down_weighted(self, n=20):
+        """[(word, weight)] of the `n` smallest learned word weights ([] when all weights are 1)."""
+        w = self.arrays["word_weights"]
+        if np.all(w == 1.0):
+            return []
+        return [(self.vocab.words[j], float(w[j])) for j in np.argsort(w, kind="stable")[:n]]
 
     def visual_neighbours(self, word, k=10):
         """[(word, cosine)] of the `k` nearest columns of D (visual word similarity)."""
@@ -135,7 +148,7 @@ class Image2Vec:
         else:
             # ridge > 0 shrinks each step's refit, so a word that co-occurs with one already
             # chosen ("young" after "boy") is not explained away entirely (chosen on dev, see README)
-            ridge = float(self.config.get("omp_ridge", 0.0))
+            ridge = float(self.config.get("omp_ridge", 0.0))  # 0.0: plain OMP (models built by hand)
             Xy = codes @ atoms
             support, coef = omp_gram(self.gram_, Xy, k, non_negative=non_negative, ridge=ridge)
             if ridge:  # report plain least-squares weights of the chosen words (no shrinkage)
@@ -156,5 +169,44 @@ def _ls_fit(A, y):
     return float(np.clip(1 - (r @ r) / max(y @ y, 1e-12), 0, 1))
 
 
-def vocab_from_config(config):
-    return Vocab.from_json(config["vocab"])
+def vocab_from_config(vocab_json):
+    """The Vocab stored in a checkpoint's config ({"words": [...], "counts": [...]})."""
+    if not isinstance(vocab_json, dict) or not isinstance(vocab_json.get("words"), list) \
+            or not all(isinstance(w, str) for w in vocab_json["words"]):
+        raise ValueError("vocab: expected {\"words\": [str, ...], \"counts\": [int, ...]}")
+    counts = vocab_json.get("counts") or [0] * len(vocab_json["words"])
+    if len(counts) != len(vocab_json["words"]):
+        raise ValueError("vocab: words and counts differ in length")
+    return Vocab(list(vocab_json["words"]), [int(c) for c in counts])
+
+
+def _check_model(model):
+    """Shapes, finite values and a unique vocabulary; ValueError naming the bad field."""
+    a, V = model.arrays, len(model.vocab)
+    if len(set(model.vocab.words)) != V:
+        raise ValueError("vocab: words are not unique")
+    if "D" not in a or a["D"].ndim != 2 or a["D"].shape[1] != V:
+        shape = a["D"].shape if "D" in a else None
+        raise ValueError(f"D: shape {shape}, expected (d, {V}) for a vocabulary of {V} words")
+    d = a["D"].shape[0]
+    expected = {"word_weights": (V,)}
+    if model.kind == "baseline":
+        expected["class_vectors"] = (d, 1000)
+    else:
+        if "R" not in a or a["R"].ndim != 2 or a["R"].shape[0] != d:
+            raise ValueError(f"R: shape {a['R'].shape if 'R' in a else None}, expected ({d}, n_features)")
+        expected["feat_mean"] = (a["R"].shape[1],)
+        if "W1" in a:
+            h = a["W1"].shape[0] if a["W1"].ndim == 2 else -1
+            expected.update(W1=(h, a["R"].shape[1]), b1=(h,), R2=(d, h))
+    for name, shape in expected.items():
+        if name not in a or a[name].shape != shape:
+            raise ValueError(f"{name}: shape {a[name].shape if name in a else None}, expected {shape}")
+    for name, arr in a.items():
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name}: has NaN or infinite values")
+    for key in ("omp_ridge", "code_scale"):
+        if key in model.config:
+            v = model.config[key]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or v < 0:
+                raise ValueError(f"{key}: {v!r} is not a finite number >= 0")

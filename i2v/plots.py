@@ -47,24 +47,3 @@ def neighbour_map(model, res):
     fig.tight_layout()
     plt.close(fig)
     return fig
-
-
-def pr_plot(report, path):
-    """Precision/recall at k = 3 and 5 of every row of an eval report, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, (name, m) in enumerate(report["models"].items()):
-        r, p = [m["r@3"], m["r@5"]], [m["p@3"], m["p@5"]]
-        ax.plot(r, p, "o-" if not name.startswith("ref:") else "s--", label=name, color=f"C{i}")
-        ax.annotate("k=3", (r[0], p[0]), xytext=(3, 3), textcoords="offset points", fontsize=7)
-    ax.set_xlabel("recall@k"), ax.set_ylabel("precision@k")
-    ax.set_title("Flickr8k test: k-word summaries (k = 3, 5)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

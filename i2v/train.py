@@ -3,39 +3,13 @@
     F : (n, 1280) CNN features of the training images
     X : (n, V) image-word matrix (1 where the image's captions name the word)
 """
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .features import DEFAULT_BACKBONE, BACKBONES, default_cache_dir, extract
-from .models import Image2Vec, normalize_rows
-from .text import caption_word_lists, count_words, word_matrix
-
-
-# -- data preparation (features from the cache, words from a tag cache) ------------------
-def tagged_words(dataset, cache_dir=None):
-    """`text.caption_word_lists` of a dataset, cached on disk by the hash of its texts."""
-    h = hashlib.sha1(json.dumps([dataset.kind, dataset.texts]).encode()).hexdigest()[:20]
-    path = (default_cache_dir() if cache_dir is None else __import__("pathlib").Path(cache_dir)) / "words" / f"{h}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    words = caption_word_lists(dataset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(words))
-    tmp.replace(path)
-    return words
-
-
-def prepare(dataset, *, cache_dir=None, backbone=DEFAULT_BACKBONE, progress=True):
-    """Features, logits, per-caption word lists of the readable images of `dataset`, their
-    indices in the dataset, and the unreadable files."""
-    feats, logits, ok, errors = extract(dataset.paths, backbone=backbone, cache_dir=cache_dir, progress=progress)
-    words = tagged_words(dataset, cache_dir)
-    return feats, logits, [words[i] for i in ok], ok, errors
+from .models import MODELS, OMP_RIDGE, Image2Vec, normalize_rows
+from .text import count_words, word_matrix
 
 
 def weak_tags(per_image_captions, vocab, *, drop=0.2, wrong=0.1, seed=0):
@@ -56,7 +30,7 @@ def weak_tags(per_image_captions, vocab, *, drop=0.2, wrong=0.1, seed=0):
 
 
 # -- simple model ------------------------------------------------------------------------
-def fit_simple(F, X, vocab, *, dim=256, ridge=1.0, seed=0):
+def fit_simple(F, X, vocab, *, dim=256, ridge=1.0, seed=0, omp_ridge=OMP_RIDGE):
     """Simple model: fixed random Johnson-Lindenstrauss R; D by ridge least squares.
 
     D = argmin ||C - D X^T||^2 + ridge ||D||^2 = C X (X^T X + ridge I)^-1, columns then
@@ -71,21 +45,22 @@ def fit_simple(F, X, vocab, *, dim=256, ridge=1.0, seed=0):
     D = D / np.maximum(np.linalg.norm(D, axis=0, keepdims=True), 1e-12)
     T = X @ D.T
     scale = float((C * T).sum() / max((C * C).sum(), 1e-12))
-    config = {"dim": dim, "ridge": ridge, "seed": seed, "code_scale": scale}
+    config = {"dim": dim, "ridge": ridge, "seed": seed, "code_scale": scale, "omp_ridge": omp_ridge}
     return Image2Vec("simple", vocab, {"D": D, "R": R, "feat_mean": mean}, config)
 
 
 # -- learn-all and weak-tag: joint training ----------------------------------------------
 @dataclass
 class JointConfig:
+    """Learn-all / weak-tag hyper-parameters; the defaults are the shipped models' (chosen on dev)."""
     dim: int = 256  # code size d
-    hidden: int = 0  # >0: R also gets a one-hidden-layer ReLU branch (a non-linear R)
-    epochs: int = 60
+    hidden: int = 1024  # >0: R also gets a one-hidden-layer ReLU branch (a non-linear R)
+    epochs: int = 30
     batch_size: int = 500
     lr: float = 3e-3
     weight_decay: float = 1e-4
     fit_weight: float = 1.0  # weight of the L2 fit term ||R f - D x||^2
-    contrastive: float = 1.0  # weight of the L2 contrastive term against other images' codes
+    contrastive: float = 3.0  # weight of the L2 contrastive term against other images' codes
     word_loss: float = 1.0  # weight of the BCE word-prediction term on atom correlations D^T c
     cooccurrence: float = 0.0  # extra penalty on (d_j . d_k)^2 for words that co-occur in images
     coherence: float = 1.0  # penalty on (D^T D)_jk^2, j != k: co-occurring words stay apart
@@ -94,6 +69,7 @@ class JointConfig:
     dropout: float = 0.1
     input_dropout: float = 0.5  # dropout on the CNN feature: the main guard against overfitting
     seed: int = 0
+    omp_ridge: float = OMP_RIDGE  # used when summarizing, stored with the model
 
 
 def caption_indices(captions, vocab):
@@ -116,22 +92,16 @@ def fit_joint(F, captions, vocab, cfg=None, *, kind="learn-all", log=print):
       + coherence   * V * mean_{j != k} (d_j . d_k)^2          (unit columns of D)
       + cooccurrence * V * sum_{j != k} C_jk (d_j . d_k)^2      (optional, off by default)
 
-    Why it does not collapse: plain alternating least squares on ||R f - D x||^2 with unit
-    columns of D is minimized by shrinking codes onto a few shared directions (P@3 0.37 ->
-    0.04 in fifteen sweeps here). The contrastive term scores each image's code against the
-    word sums of the *other* images in the batch under the same L2 distance the index uses,
-    so collapsed codes (all alike) have maximal loss; the text side is one caption's words,
-    like a real query. The fit target is E[x | image] (fractions, not the union of five
-    captions): the L2-optimal code for a one-caption query, and one whose OMP recovers the
-    words most captions agree on. The word term makes D^T c, which OMP ranks words by, a
-    calibrated classifier. The coherence term keeps co-occurring words ("dog", "grass") from
-    merging into one column, which also keeps OMP's dictionary well-conditioned. The extra
-    co-occurrence penalty (C = cosine co-occurrence of word pairs) pushes co-occurring words
-    further apart: it lifts plain-OMP P@3 (0.61 -> 0.65 on dev) but costs a third of R@1 and
-    flattens visual neighbours, so the default is 0 and summaries use ridge-guided OMP
-    (`Image2Vec.summarize_codes`) instead. Columns of
-    D are re-normalized on every forward pass, R starts from a least-squares solution, and
-    dropout on the feature is the guard against overfitting 6,000 images.
+    Why it works: plain alternating least squares on ||R f - D x||^2 with unit columns of D
+    collapses (codes shrink onto a few shared directions). The contrastive term scores each
+    code against the *other* images' one-caption word sums under the L2 distance the index
+    uses, so collapsed codes have maximal loss, and the text side looks like a real query. The
+    fit target E[x | image] (caption fractions) is the L2-optimal code for a one-caption query,
+    and OMP recovers the words most captions agree on. The word term makes D^T c, which OMP
+    ranks words by, a calibrated classifier. The coherence term keeps co-occurring words apart,
+    which keeps OMP's dictionary well-conditioned. Columns of D are re-normalized on every
+    forward pass; R starts from a least-squares solution; dropout on the feature guards
+    against overfitting a few thousand images. (What was tried and measured: README "Results".)
     """
     import torch
 
@@ -281,20 +251,18 @@ def fit_baseline(vocab, *, top_classes=5):
     return Image2Vec("baseline", vocab, {"D": D, "class_vectors": classes}, config)
 
 
-def backbone_config(backbone=DEFAULT_BACKBONE):
-    b = BACKBONES[backbone]
-    return {"backbone": backbone, "input_size": b["size"], "feature_dim": b["dim"],
-            "preprocess": f"EXIF upright, RGB, shorter side -> {b['size']}, centre crop, (pixel - {b['mean']:g}) / {b['std']:g}"}
+def fit(kind, F, captions, vocab, *, dim=256, seed=0, epochs=None, omp_ridge=OMP_RIDGE, log=print):
+    """Train a model of `kind` (one of MODELS) and return it.
 
-
-def fit(kind, F, logits, per_image, vocab, **kw):
-    """Dispatch to the trainer of `kind`; returns an Image2Vec."""
-    X = word_matrix(per_image, vocab)
+    F : (n, n_features) CNN features; captions : per image, per caption, its word lists.
+    """
     if kind == "simple":
-        return fit_simple(F, X, vocab, **kw)
+        X = word_matrix([count_words(c) for c in captions], vocab)
+        return fit_simple(F, X, vocab, dim=dim, seed=seed, omp_ridge=omp_ridge)
     if kind in ("learn-all", "weak-tag"):
-        cfg = JointConfig(**kw) if kw else JointConfig(word_weights=(kind == "weak-tag"))
-        return fit_joint(F, X, vocab, cfg, kind=kind)
+        cfg = JointConfig(dim=dim, seed=seed, word_weights=kind == "weak-tag", omp_ridge=omp_ridge,
+                          **({"epochs": epochs} if epochs else {}))
+        return fit_joint(F, captions, vocab, cfg, kind=kind, log=log)
     if kind == "baseline":
-        return fit_baseline(vocab, **kw)
-    raise ValueError(f"unknown model {kind!r}")
+        return fit_baseline(vocab)
+    raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(MODELS)}")

@@ -1,9 +1,4 @@
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -68,37 +63,15 @@ class ServerUrl(str):
         return obj
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    port = free_port()
+    from i2v.appserver import running_app
+
     home = tmp_path_factory.mktemp("srv")
-    env = dict(os.environ, I2V_HOME=str(home), GRADIO_ANALYTICS_ENABLED="False")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        if proc.poll() is not None:
-            pytest.fail("app exited: " + proc.stdout.read()[-2000:])
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("app did not start in 120 s")
-    yield ServerUrl(url, home)
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
+        ctx = running_app(home=home, output=True)
+        url, _ = ctx.__enter__()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield ServerUrl(url, home)
+    ctx.__exit__(None, None, None)

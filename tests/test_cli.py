@@ -60,7 +60,7 @@ def test_neighbours_prompt(monkeypatch, capsys):
     monkeypatch.setattr("builtins.input", lambda prompt="": (print(prompt, end=""), next(answers))[1])
     assert main(["neighbours", "-k", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.count("Enter word (break to quit):") == 3
+    assert out.count("Enter word (break, an empty line or Ctrl-D to quit):") == 3
     assert "visual neighbours of 'yellow'" in out and "GloVe" in out and "error: 'qwxzv'" in out
 
 

@@ -6,7 +6,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from i2v.index import GalleryIndex, build_faiss, update_index
+from i2v.index import GalleryIndex, build_faiss
+from i2v.pipeline import sync_index
 from i2v.models import normalize_rows as unit
 
 
@@ -45,8 +46,9 @@ def test_approximate_index_recall():
 
 class FakeModel:
     """Encodes a photo as its mean colour: enough to test the bookkeeping."""
-    config = {"backbone": "efficientnet-lite0"}
+    backbone = "efficientnet-lite0"
     dim = 1280
+    fingerprint = None
 
     def encode(self, feats, logits=None):
         return feats
@@ -56,7 +58,7 @@ def test_incremental_add_change_delete(tiny_images, tmp_path):
     d, names = tiny_images
     paths = [str(d / n) for n in names]
     idx = GalleryIndex(1280, "m")
-    added, removed, errors = update_index(idx, paths[:4], FakeModel(), cache_dir=tmp_path / "c", progress=False)
+    added, removed, errors = sync_index(idx, paths[:4], FakeModel(), cache_dir=tmp_path / "c", progress=False)
     assert (added, removed, errors, len(idx)) == (4, 0, [], 4)
     idx.save(tmp_path / "ix")
     idx = GalleryIndex.load(tmp_path / "ix")
@@ -66,13 +68,13 @@ def test_incremental_add_change_delete(tiny_images, tmp_path):
     Image.new("RGB", (30, 30), (255, 0, 0)).save(paths[1])
     os.utime(paths[1], ns=(1, 10**18))
     os.remove(paths[0])
-    added, removed, errors = update_index(idx, paths[1:], FakeModel(), cache_dir=tmp_path / "c", progress=False)
+    added, removed, errors = sync_index(idx, paths[1:], FakeModel(), cache_dir=tmp_path / "c", progress=False)
     assert (added, removed, len(idx)) == (3, 1, 5)
     assert sorted(idx.paths) == sorted(paths[1:])
     red = idx.code_of(paths[1])
     assert idx.search(red, 1)[0][0] == paths[1]
     # nothing changed: nothing to do
-    assert update_index(idx, paths[1:], FakeModel(), cache_dir=tmp_path / "c", progress=False)[:2] == (0, 0)
+    assert sync_index(idx, paths[1:], FakeModel(), cache_dir=tmp_path / "c", progress=False)[:2] == (0, 0)
 
 
 def test_crash_during_save_leaves_previous_index(tmp_path):

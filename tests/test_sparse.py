@@ -71,7 +71,7 @@ def test_zero_signal_and_bad_arguments():
 def test_ridge_keeps_correlated_atoms_and_zero_ridge_is_omp():
     a, b, c = np.array([1.0, 0, 0]), np.array([0.8, 0.6, 0]), np.array([0, 0, 1.0])  # a.b = 0.8
     D = np.stack([a, b, c], 1)
-    y = a + b + 0.5 * c
+    y = a + 0.9 * b + 0.5 * c  # a.y = 1.72 > b.y = 1.70: no tie for the first pick
     plain, _ = omp(D, y[None], 2)
     ridged, w = omp(D, y[None], 2, ridge=3.0)
     assert list(plain[0]) == [0, 2]  # OMP explains b away with a, then takes c

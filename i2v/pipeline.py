@@ -1,0 +1,367 @@
+"""The workflows, written once under every front end (CLI, app, benchmarks).
+
+    prepare   dataset -> features (cached) + caption words (cached)
+    train     dataset -> checkpoint of any model kind
+    evaluate  models + dataset -> the report table (models and references)
+    encode    photo(s) -> code(s), through the backbone the model records
+    query     text (+ photo) -> query vector, one parser and one validation
+    index     folders -> an index kept in sync by one staleness rule
+    search / summarize / neighbours over a loaded model and index
+
+Front ends parse, print and wire; every user mistake here raises `UserError` (a ValueError)
+with a one-line message they can show as it is.
+"""
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint
+from .atomic import write_bytes
+from .features import ImageError, backbone_config, default_cache_dir, extract, get_backbone
+from .index import GalleryIndex, stat_files
+from .query import PHOTO, QueryError, resolve
+
+# the ranges of k for every front end
+K_RANGES = {"summarize": (1, 20), "search": (1, 100), "neighbours": (1, 100)}
+
+
+class UserError(ValueError):
+    """A message for the person using the tool (bad photo, unknown word, empty query, bad k...)."""
+
+
+def check_k(k, action):
+    """`k` as an int within the range of `action` (see K_RANGES), or a UserError naming it."""
+    lo, hi = K_RANGES[action]
+    try:
+        v = float(k)
+        if not math.isfinite(v) or v != int(v):
+            raise ValueError
+        v = int(v)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"k must be a whole number, got {k!r}") from None
+    if not lo <= v <= hi:
+        raise UserError(f"k must be between {lo} and {hi}, got {v}")
+    return v
+
+
+def load_model(name=None):
+    """A checkpoint by name or folder (None: $I2V_MODEL, else the default); UserError if unknown."""
+    try:
+        return checkpoint.load(name)
+    except KeyError as e:
+        raise UserError(e.args[0]) from None
+
+
+# -- datasets -------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """The readable images of a dataset: features (n, F), logits (n, 1000), per-caption words."""
+    features: np.ndarray
+    logits: np.ndarray
+    captions: list
+    ok: list  # indices into the dataset
+    errors: list  # "path: reason" of the unreadable images
+
+
+def tagged_words(dataset, cache_dir=None):
+    """`text.caption_word_lists` of a dataset, cached on disk by the hash of its texts."""
+    from .text import caption_word_lists
+
+    h = hashlib.sha1(json.dumps([dataset.kind, dataset.texts]).encode()).hexdigest()[:20]
+    path = Path(cache_dir or default_cache_dir()) / "words" / f"{h}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    words = caption_word_lists(dataset)
+    write_bytes(path, json.dumps(words))
+    return words
+
+
+def prepare(dataset, *, cache_dir=None, backbone=None, progress=True):
+    """Features (cached) and caption words (cached) of the readable images of `dataset`."""
+    kw = {"backbone": backbone} if backbone else {}
+    feats, logits, ok, errors = extract(dataset.paths, cache_dir=cache_dir, progress=progress, **kw)
+    words = tagged_words(dataset, cache_dir)
+    return Prepared(feats, logits, [words[i] for i in ok], ok, errors)
+
+
+def load_training_data(fmt, data, *, images=None, split=None):
+    """The dataset to train on; Flickr folders default to their train split (never dev/test by accident)."""
+    from .data import load_dataset
+
+    if split is None and fmt in ("flickr8k", "flickr30k") and (Path(data) / "Flickr_8k.trainImages.txt").is_file():
+        split = "train"
+    return load_dataset(fmt, data, images=images, split=split), split
+
+
+# -- train ----------------------------------------------------------------------------------
+def train(kind, fmt, data, *, out, images=None, split=None, cache_dir=None, min_count=5, dim=256, epochs=None,
+          seed=0, omp_ridge=None, drop=0.2, wrong=0.1, command=None, log=print):
+    """Train a model of `kind` on a dataset and write its checkpoint to `out`.
+
+    weak-tag on captions trains on simulated user tags (one random caption's words, a fraction
+    `drop` dropped, about `wrong` x as many wrong ones); on a tags CSV it uses the tags as given.
+    Returns (model, dataset, prepared).
+    """
+    from .text import build_vocab, count_words
+    from .train import fit, weak_tags
+
+    t0 = time.time()
+    ds, split = load_training_data(fmt, data, images=images, split=split)
+    prep = prepare(ds, cache_dir=cache_dir)
+    vocab = build_vocab([count_words(c) for c in prep.captions], min_count=min_count)
+    log(f"{len(prep.ok)} images, vocabulary of {len(vocab)} words (min count {min_count})")
+    record = {"format": fmt, "data": str(data), "data_abs": str(Path(data).resolve()), "image_dir": images,
+              "image_dir_abs": str(Path(images).resolve()) if images else None, "split": split,
+              **ds.summary(), "used": len(prep.ok), "vocab_size": len(vocab)}
+    captions = prep.captions
+    if kind == "weak-tag" and ds.kind != "tags":
+        tags = weak_tags(captions, vocab, drop=drop, wrong=wrong, seed=seed)
+        captions = [[[w for w, _ in t]] for t in tags]
+        record["weak_tags"] = {"from": "one random caption per image", "drop": drop, "wrong": wrong}
+    kw = {} if omp_ridge is None else {"omp_ridge": omp_ridge}
+    model = fit(kind, prep.features, captions, vocab, dim=dim, seed=seed, epochs=epochs, log=log, **kw)
+    model.config.update(backbone_config(), train_data=record, train_seconds=round(time.time() - t0, 1))
+    if command:
+        model.config["command"] = command
+    checkpoint.save(model, out)
+    return model, ds, prep
+
+
+# -- evaluate -------------------------------------------------------------------------------
+def evaluate(model_names, fmt, data, *, images=None, split=None, train_data=None, cache_dir=None, log=print):
+    """Score models (and the references, fit on the first model's training data) on a dataset.
+
+    Returns the report: {"test_data": ..., "models": {name: metrics}, "references_trained_on": ...}.
+    """
+    from .data import load_dataset
+    from .evaluate import references, score_model
+    from .text import count_words, word_matrix
+
+    names = list(model_names or checkpoint.list_checkpoints())
+    if not names:
+        raise UserError("no trained models: run `python -m i2v train` first")
+    models = {n: load_model(n) for n in names}
+    ds = load_dataset(fmt, data, images=images, split=split)
+    prep = prepare(ds, cache_dir=cache_dir)
+    report = {"test_data": dict(ds.summary(), split=split, used=len(prep.ok)), "models": {}}
+    for name, model in models.items():
+        log(f"scoring {name}")
+        row = score_model(model, model.encode(prep.features, prep.logits), prep.captions)
+        down = model.most_down_weighted(20)
+        if down:
+            row["most_down_weighted"] = [[w, round(x, 3)] for w, x in down]
+        report["models"][name] = row
+    first = next(iter(models.values()))
+    rec = first.config.get("train_data", {})
+    train_path = train_data or rec.get("data")
+    if train_path and not Path(train_path).exists():
+        train_path = rec.get("data_abs")
+    if train_path and Path(train_path).exists():
+        tr = load_dataset(rec.get("format", "flickr8k"), train_path, images=rec.get("image_dir"), split=rec.get("split"))
+        ptr = prepare(tr, cache_dir=cache_dir)
+        Xt = word_matrix([count_words(c) for c in ptr.captions], first.vocab)
+        report["models"].update(references(ptr.features, Xt, prep.features, first.vocab, prep.captions))
+        report["references_trained_on"] = dict(tr.summary(), split=rec.get("split"))
+    else:
+        log(f"training data {train_path!r} not found: references left out (use --train-data)")
+    return report
+
+
+def record_report(report, fmt, data, split):
+    """Keep each model's scores in its own checkpoint config, under "fmt:dataname[:split]"."""
+    key = f"{fmt}:{Path(data).name}" + (f":{split}" if split else "")
+    for name, metrics in report["models"].items():
+        if not name.startswith("ref:"):
+            checkpoint.record_metrics(name, key, metrics)
+
+
+# -- photo -> code --------------------------------------------------------------------------
+def read_photo(photo, backbone):
+    """Features (1, F) and logits (1, 1000) of one photo (path or PIL image); UserError if unreadable."""
+    if photo is None:
+        raise UserError("no photo: upload one, paste one or pick an example")
+    try:
+        return get_backbone(backbone).encode_images([photo])
+    except ImageError as e:
+        raise UserError(f"this file is not a photo we can read ({e.reason})") from None
+
+
+def encode_photo(model, photo):
+    """The code (d,) of one photo under `model`: the one photo -> code path."""
+    return model.encode(*read_photo(photo, model.backbone))[0]
+
+
+def summarize(model, code, k=3):
+    """{"words": [(word, weight)], "fit": share of the code's squared norm the words explain}."""
+    words, fit = model.summarize_codes(np.asarray(code)[None], check_k(k, "summarize"))
+    return {"words": words[0], "fit": float(fit[0])}
+
+
+def summarize_photos(model, photos, k=3):
+    """Summaries of photo files; yields ("ok", photo, summary) or ("error", photo, message) in order."""
+    k = check_k(k, "summarize")
+    for photo in photos:
+        try:
+            yield "ok", photo, summarize(model, encode_photo(model, photo), k)
+        except UserError as e:
+            yield "error", photo, str(e)
+
+
+# -- text (+ photo) -> query vector ---------------------------------------------------------
+def query_vector(model, text, photo=None):
+    """The vector of a query: a word sum, plus a photo's code when `photo` is given.
+
+    With a photo, an empty query means the photo alone and plain words mean "photo + words".
+    Returns (q (d,), terms [(word, weight)], photo_weight); raises UserError.
+    """
+    text = "" if text is None else text
+    if photo is not None and isinstance(text, str) and not text.strip():
+        terms, photo_weight = [], 1.0
+    else:
+        try:
+            terms, photo_weight = resolve(text, model.vocab, allow_photo=photo is not None)
+        except QueryError as e:
+            raise UserError(str(e)) from None
+    q = model.word_sum(terms)
+    if photo is not None:
+        photo_weight = photo_weight or 1.0
+        q = q + photo_weight * encode_photo(model, photo)
+    if not np.isfinite(q).all():
+        raise UserError("the weights are too large: use weights such as 2*dog or 0.5*grass")
+    if not np.any(q):
+        raise UserError("the words cancel out: nothing left to search for")
+    return q, terms, photo_weight
+
+
+def format_query(terms, photo_weight=0.0):
+    """The query as a person would write it: '[photo] - snow + beach', '2*dog + grass'."""
+    parts = ([(PHOTO, photo_weight)] if photo_weight else []) + list(terms)
+    out = ""
+    for i, (t, w) in enumerate(parts):
+        sign = "-" if w < 0 else "+"
+        term = t if abs(w) == 1 else f"{abs(w):g}*{t}"
+        out += (f"-{term}" if sign == "-" else term) if i == 0 else f" {sign} {term}"
+    return out
+
+
+# -- index ----------------------------------------------------------------------------------
+def open_index(folder, model, *, normalize=True, log=None):
+    """The index in `folder` when it holds this model's codes under the same distance, else a new one.
+
+    A missing, stale or unreadable index is replaced by an empty one (rebuilt by `sync_index`).
+    """
+    try:
+        index = GalleryIndex.load(folder)
+    except FileNotFoundError:
+        index = None
+    except ValueError as e:
+        if log:
+            log(f"{e}; rebuilding it")
+        index = None
+    if index is not None and not index.is_current(model, normalize):
+        if log:
+            log(f"index {folder} holds codes of another model or distance; rebuilding it")
+        index = None
+    if index is None:
+        index = GalleryIndex(model.dim, model.name, normalize=normalize)
+        index.fingerprint = model.fingerprint
+    return index
+
+
+def sync_index(index, paths, model, *, cache_dir=None, progress=True, prune=True):
+    """Bring `index` up to date with `paths` (a file is current when its path, size and mtime match).
+
+    New and changed files are encoded; with `prune`, files no longer listed are dropped.
+    Returns (added, removed, errors) with errors a list of "path: reason".
+    """
+    assert index.is_current(model, index.normalize), "open the index with open_index()"
+    stats = stat_files(paths)
+    current = {p: (s, m) for p, s, m in zip(index.paths, index.sizes, index.mtimes)}
+    wanted = {p: st for p, st in zip(paths, stats) if st is not None}
+    errors = [f"{p}: cannot read file" for p, st in zip(paths, stats) if st is None]
+    todo = [p for p, st in wanted.items() if current.get(p) != st]
+    keep = [i for i, p in enumerate(index.paths)
+            if (p in wanted and current[p] == wanted[p]) or (not prune and p not in wanted)]
+    removed = len(index) - len(keep) - sum(1 for p in todo if p in current)
+    codes, kept = index.codes[keep], [index.paths[i] for i in keep]
+    sizes, mtimes = [index.sizes[i] for i in keep], [index.mtimes[i] for i in keep]
+    added = 0
+    if todo:
+        feats, logits, ok, errs = extract(todo, cache_dir=cache_dir, progress=progress, backbone=model.backbone)
+        errors += errs
+        if ok:
+            codes = np.concatenate([codes, model.encode(feats, logits)])
+            kept += [todo[i] for i in ok]
+            sizes += [wanted[todo[i]][0] for i in ok]
+            mtimes += [wanted[todo[i]][1] for i in ok]
+            added = len(ok)
+    index.set(codes, kept, sizes, mtimes)
+    return added, max(removed, 0), errors
+
+
+def index_folders(folders, out, *, model_name=None, normalize=True, cache_dir=None, log=print):
+    """Index the photos under `folders` into `out` (incremental). Returns a summary dict and the errors.
+
+    The model is the one named, else the one the index was built with, else the default.
+    """
+    from .data import list_images
+
+    if model_name is None:
+        try:
+            model_name = GalleryIndex.load(out).model_name
+        except (FileNotFoundError, ValueError):
+            pass
+    model = load_model(model_name)
+    index = open_index(out, model, normalize=normalize, log=log)
+    paths = list_images(folders)
+    log(f"{len(paths)} image files under {', '.join(map(str, folders))}")
+    added, removed, errors = sync_index(index, paths, model, cache_dir=cache_dir)
+    index.save(out)
+    return {"index": str(Path(out)), "photos": len(index), "added": added, "removed": removed,
+            "skipped": len(errors)}, errors
+
+
+def load_index(folder, model_name=None):
+    """(index, model) for searching; the model is the index's own unless another is named, and
+    a model whose codes are not the index's is refused (its distances would be meaningless)."""
+    try:
+        index = GalleryIndex.load(folder)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    model = load_model(model_name or index.model_name)
+    if not index.is_current(model, index.normalize):
+        which = f"model {model_name!r}" if model_name else f"its model {index.model_name!r}, which has changed since"
+        raise UserError(f"the index {folder} was not built with {which}: re-run "
+                        f"`python -m i2v index ... --out {folder}" + (f" --model {model_name}`" if model_name else "`"))
+    return index, model
+
+
+def search(indexes, q, k):
+    """[(path, distance)] nearest first over one or more indexes (a path found twice counts once)."""
+    k = check_k(k, "search")
+    best = {}
+    for index in indexes:
+        for path, d in index.search(q, k):
+            best[path] = min(d, best.get(path, np.inf))
+    return sorted(best.items(), key=lambda h: h[1])[:k]
+
+
+# -- words ----------------------------------------------------------------------------------
+def neighbours(model, word, k=10):
+    """A word's visual neighbours (columns of D) beside its GloVe neighbours; UserError if neither knows it."""
+    from .wordvec import compare_neighbours
+
+    if not isinstance(word, str) or not word.strip():
+        raise UserError("type a word, e.g. yellow")
+    if len(word) > 50 or len(word.split()) > 1 or not word.isprintable():
+        raise UserError("type a single word, e.g. yellow")
+    k = check_k(k, "neighbours")
+    try:
+        return compare_neighbours(model, word, k)
+    except KeyError as e:
+        raise UserError(str(e.args[0])) from None
