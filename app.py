@@ -15,6 +15,7 @@ import gradio as gr  # noqa: E402
 from i2v import checkpoint  # noqa: E402
 from i2v.models import MODELS  # noqa: E402
 from i2v.pipeline import format_query  # noqa: E402
+from i2v.serving import serve  # noqa: E402
 from i2v.plots import neighbour_map  # noqa: E402
 from i2v.service import DEFAULT_GALLERY, Service, UserError  # noqa: E402
 
@@ -56,9 +57,13 @@ def _err(e):
     return gr.Error(str(e), print_exception=False)
 
 
-def summarize(photo, k=3, model_name=None):
+def _session(request):
+    return getattr(request, "session_hash", None)
+
+
+def summarize(photo, k=3, model_name=None, request: gr.Request = None):
     try:
-        res = service().summarize(photo, k, model_name or None)
+        res = service().summarize(photo, k, model_name or None, session=_session(request))
     except UserError as e:
         raise _err(e) from None
     total = sum(max(c, 0.0) for _, c in res["words"]) or 1.0
@@ -68,9 +73,9 @@ def summarize(photo, k=3, model_name=None):
     return words, fit, [(p, f"{d:.2f}") for p, d in res["evidence"]]
 
 
-def search(query, photo=None, k=12):
+def search(query, photo=None, k=12, request: gr.Request = None):
     try:
-        hits, terms, photo_weight = service().search(query, photo, k)
+        hits, terms, photo_weight = service().search(query, photo, k, session=_session(request))
     except UserError as e:
         raise _err(e) from None
     return [(p, f"{d:.2f}") for p, d in hits], f"Searched for: {format_query(terms, photo_weight)} — {len(hits)} photos"
@@ -88,16 +93,49 @@ def neighbours(word, k=10):
     return rows, neighbour_map(service().model, res), note
 
 
-def add_photos(files):
+def _my_photos(session):
+    photos = service().my_photos(session)
+    n_gallery, n_user = service().counts(session)
+    where = "this browser session only; deleted when it ends" if service().public else "kept on this computer"
+    return [p for p, _ in photos], f"**Your photos: {n_user}** ({where}) · gallery: {n_gallery}"
+
+
+def add_photos(files, request: gr.Request = None):
     try:
-        added, errors = service().add_photos(files)
+        added, already, errors = service().add_photos(files, session=_session(request))
     except UserError as e:
         raise _err(e) from None
-    n_gallery, n_user = service().counts()
-    msg = f"Added {added} photo(s). Your photos: {n_user}; gallery: {n_gallery}."
+    msg = f"Added {added} photo(s)" + (f"; {already} already there" if already else "") + "."
     if errors:
         msg += " Skipped: " + "; ".join(errors[:5])
-    return msg
+    photos, count = _my_photos(_session(request))
+    return msg, photos, count
+
+
+def show_my_photos(request: gr.Request = None):
+    return _my_photos(_session(request))
+
+
+def delete_photo(selected, request: gr.Request = None):
+    """Delete the photo selected in the "My photos" grid (an index into it); -1 deletes all."""
+    session = _session(request)
+    try:
+        mine = service().my_photos(session)
+        if selected is None or (selected != -1 and not 0 <= int(selected) < len(mine)):
+            raise UserError("click a photo first, then Delete selected")
+        n = service().delete_photos(None if selected == -1 else [mine[int(selected)][1]], session=session)
+    except (UserError, TypeError, ValueError) as e:
+        raise _err(e) from None
+    photos, count = _my_photos(session)
+    return f"Deleted {n} photo(s).", photos, count, None
+
+
+def _selected_index(evt: gr.SelectData):
+    return evt.index
+
+
+def end_session(request: gr.Request):
+    service().end_session(_session(request))
 
 
 def results_markdown():
@@ -123,7 +161,8 @@ def results_markdown():
 
 
 def build():
-    with gr.Blocks(title="image2vec") as demo:
+    # Gradio's own copies of served and uploaded files are deleted after an hour (checked every 10 min)
+    with gr.Blocks(title="image2vec", delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tab("Summarize in 3 words"):
             with gr.Row():
@@ -155,11 +194,6 @@ def build():
             k_search = gr.Number(value=12, visible=False)
             search_btn.click(search, [query, qphoto, k_search], [results, status], api_name="search")
             query.submit(search, [query, qphoto, k_search], [results, status])
-            with gr.Accordion("Add photos to your gallery", open=False):
-                uploads = gr.File(file_count="multiple", file_types=["image"], label="Photos")
-                add_btn = gr.Button("Add photos")
-                add_status = gr.Markdown()
-                add_btn.click(add_photos, [uploads], [add_status], api_name="add_photos")
         with gr.Tab("Compare to Word2Vec neighbours"):
             gr.Markdown("A word's **visual** neighbours (columns of the learned `D`: words whose photos look alike) "
                         "beside its **text** neighbours in GloVe 6B 50d (pretrained on Wikipedia + Gigaword text; "
@@ -175,8 +209,27 @@ def build():
             gr.Examples([["yellow"], ["dog"], ["beach"], ["red"], ["snow"]], inputs=word, label="Try")
             nb_btn.click(neighbours, [word, k_nb], [table, plot, nb_note], api_name="neighbours")
             word.submit(neighbours, [word, k_nb], [table, plot, nb_note])
+        with gr.Tab("My photos"):
+            my_count = gr.Markdown(elem_id="my-count")
+            with gr.Row():
+                uploads = gr.File(file_count="multiple", file_types=["image"], label="Add photos (searched with the gallery)",
+                                  elem_id="my-upload", scale=3)
+                add_btn = gr.Button("Add photos", variant="primary", scale=1, elem_id="my-add")
+            my_status = gr.Markdown(elem_id="my-status")
+            my_grid = gr.Gallery(label="Your photos (click one to select it)", columns=6, height=360, elem_id="my-grid")
+            selected = gr.State(None)
+            with gr.Row():
+                del_btn = gr.Button("Delete selected", elem_id="my-delete")
+                del_all = gr.Button("Delete all", variant="stop", elem_id="my-delete-all")
+            all_marker = gr.Number(value=-1, visible=False)
+            add_btn.click(add_photos, [uploads], [my_status, my_grid, my_count], api_name="add_photos")
+            my_grid.select(_selected_index, None, selected)
+            del_btn.click(delete_photo, [selected], [my_status, my_grid, my_count, selected], api_name="delete_photo")
+            del_all.click(delete_photo, [all_marker], [my_status, my_grid, my_count, selected], api_name="delete_all")
         with gr.Tab("Models & results"):
             gr.Markdown(results_markdown())
+        demo.load(show_my_photos, None, [my_grid, my_count])
+        demo.unload(end_session)
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo
 
@@ -188,12 +241,14 @@ def main(argv=None):
     ap.add_argument("--port", type=int, default=int(os.environ.get("I2V_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
     ap.add_argument("--gallery", default=os.environ.get("I2V_GALLERY"), help="index folder from `python -m i2v index`")
     ap.add_argument("--model", help="checkpoint name (default: $I2V_MODEL, else the best)")
+    ap.add_argument("--public", action="store_true",
+                    help="public mode (also implied by a non-loopback --host or a Hugging Face Space): "
+                         "each browser session's photos are private to it and deleted with it")
     args = ap.parse_args(argv)
+    public = args.public or bool(os.environ.get("SPACE_ID")) or args.host not in ("127.0.0.1", "localhost", "::1")
     global SERVICE
-    SERVICE = Service(model=args.model, gallery=args.gallery)
-    demo = build()
-    demo.launch(server_name=args.host, server_port=args.port, share=False, allowed_paths=SERVICE.allowed_dirs(),
-                max_file_size="20mb", footer_links=["api"])
+    SERVICE = Service(model=args.model, gallery=args.gallery, public=public)
+    serve(build(), host=args.host, port=args.port, allowed_paths=SERVICE.allowed_dirs())
 
 
 if __name__ == "__main__":

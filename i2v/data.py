@@ -203,17 +203,37 @@ def load_dataset(fmt, data, *, images=None, split=None):
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def list_images(folders):
-    """All image files under `folders` (recursive), sorted; str paths, absolute."""
-    out = []
+def scan_images(folders):
+    """Image files under `folders` (recursive), and what could not be looked at.
+
+    Returns
+    -------
+    paths : sorted absolute str paths (symlinks resolved).
+    errors : list of "path: reason" for entries skipped (symlink loops, broken links...).
+    unreadable : list of folders that could not be listed; their files are unknown, not gone.
+    """
+    out, errors, unreadable = set(), [], []
+
+    def add(p):
+        try:
+            out.add(str(Path(p).resolve(strict=True)))
+        except (OSError, RuntimeError) as e:  # RuntimeError: symlink loop (Python < 3.13)
+            errors.append(f"{p}: skipped ({getattr(e, 'strerror', None) or e})")
+
     for folder in folders:
         folder = Path(folder)
         if folder.is_file():
-            out.append(str(folder.resolve()))
+            add(folder)
             continue
         if not folder.is_dir():
             raise FileNotFoundError(f"not a folder or file: {folder}")
-        for dirpath, _, names in os.walk(folder):
-            out.extend(str(Path(dirpath, n).resolve()) for n in names
-                       if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
-    return sorted(set(out))
+        for dirpath, _, names in os.walk(folder, onerror=lambda e: unreadable.append(os.path.abspath(e.filename))):
+            for n in names:
+                if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."):
+                    add(os.path.join(dirpath, n))
+    return sorted(out), errors, unreadable
+
+
+def list_images(folders):
+    """All readable image files under `folders` (recursive), sorted; str paths, absolute."""
+    return scan_images(folders)[0]

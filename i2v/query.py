@@ -27,6 +27,8 @@ def parse(text):
     if not isinstance(text, str):
         raise QueryError("the query must be text")
     text = text.strip()
+    if not text.isprintable() and any(0xD800 <= ord(c) <= 0xDFFF or c in "\x00" for c in text):
+        raise QueryError("the query has characters that are not text")
     if not text:
         raise QueryError("empty query: type words such as 'dog + grass' or 'snow + young'")
     if len(text) > MAX_QUERY_CHARS:

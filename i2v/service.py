@@ -1,63 +1,236 @@
-"""App state over the workflows of `i2v.pipeline`: one loaded model, the gallery, the user's uploads.
+"""App state over the workflows of `i2v.pipeline`: one loaded model, the gallery, the visitors' photos.
 
-Every user mistake raises `UserError` with a one-line message; app.py turns it into gr.Error.
+Two deployment modes (README "Threat model"):
+
+- local (the default: loopback bind): one user; "my photos" persist in $I2V_HOME across restarts.
+- public (a Space, a non-loopback bind, --public): each browser session has its own photos,
+  invisible to other sessions and deleted when the session ends (or after SESSION_TTL idle).
+
+Photos are stored re-encoded (pixels only: no EXIF/GPS, no original bytes) under a name derived
+from their pixels; results are served as thumbnails the app writes into its own folder, never
+from the gallery's folders. Every user mistake raises `UserError` with a one-line message.
 """
 import hashlib
 import os
+import shutil
+import sys
 import threading
+import time
 from pathlib import Path
 
+from PIL import Image
+
 from . import pipeline
-from .atomic import write_bytes
+from .atomic import atomic_path
 from .data import list_images
-from .features import MAX_PIXELS
+from .features import ImageError, read_rgb
 from .pipeline import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_GALLERY = REPO / "demo" / "gallery"
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-UPLOAD_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # one photo file
+STORED_SIDE = 1600  # stored photos are re-encoded at most this many pixels on the long side
+THUMB_SIDE = 512  # what the app serves
+MAX_SESSION_PHOTOS = 100  # public mode: per browser session
+MAX_SESSIONS_BYTES = 2 * 1024 ** 3  # public mode: all sessions' stored photos together
+SESSION_TTL = 2 * 3600  # public mode: a session idle this long is deleted
+LOCAL = "local"  # the owner of the one store of a local install
 
 
 def data_home():
     return Path(os.environ.get("I2V_HOME", REPO / "user_gallery"))
 
 
-class Service:
-    """Loaded once per process: the model, the gallery index and the user's upload index."""
+def _warn(msg):
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
 
-    def __init__(self, *, model=None, gallery=None, home=None, progress=True):
-        self.home = Path(home or data_home())
-        self.uploads_dir = self.home / "uploads"
+
+def reencode(src, max_side=STORED_SIDE):
+    """Decode an uploaded file into an upright RGB PIL image of at most `max_side`, or UserError."""
+    name = Path(str(src)).name[:80]
+    try:
+        if Path(src).stat().st_size > MAX_UPLOAD_BYTES:
+            raise UserError(f"{name}: over {MAX_UPLOAD_BYTES // 2**20} MB")
+        im = read_rgb(str(src), draft=max_side, keep=max_side)
+        im.thumbnail((max_side, max_side), Image.BILINEAR)
+        return im
+    except ImageError as e:
+        raise UserError(f"{name}: {e.reason}") from None
+    except OSError:
+        raise UserError(f"{name}: the file could not be read") from None
+
+
+def thumbnail_key(path):
+    """Name of a photo's thumbnail: a hash of its path, size and mtime (a changed photo gets a new one)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return hashlib.sha256(f"{os.fsencode(path)!r}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
+
+
+class PhotoStore:
+    """One owner's photos: re-encoded JPEGs in `folder/uploads` and their index in `folder/user-index`."""
+
+    def __init__(self, folder, model, *, progress=False):
+        self.folder, self.model = Path(folder).resolve(), model
+        self.photos_dir, self.index_dir = self.folder / "uploads", self.folder / "user-index"
+        self.index = pipeline.open_index(self.index_dir, model, log=_warn)
+        self.used = time.time()
+        # photos stored before a crash (or a model change) but not yet indexed are indexed now
+        stored = list_images([self.photos_dir]) if self.photos_dir.is_dir() else []
+        if set(stored) != set(self.index.paths) or not (self.index_dir / "index.npz").is_file():
+            pipeline.sync_index(self.index, stored, model, progress=progress, use_cache=False)
+            self.index.save(self.index_dir)
+
+    def __len__(self):
+        return len(self.index)
+
+    def add(self, files, limit=None):
+        """Store and index uploads. Returns (added, already, errors) with errors "name: reason"."""
+        new, already, errors = [], 0, []
+        for f in files:
+            src = Path(getattr(f, "name", f))
+            try:
+                im = reencode(src)
+            except UserError as e:
+                errors.append(str(e))
+                continue
+            # the stored name comes from the pixels, never from the uploaded file name
+            dest = self.photos_dir / (hashlib.sha256(im.tobytes()).hexdigest()[:32] + ".jpg")
+            if str(dest) in self.index.paths or str(dest) in new:
+                already += 1
+                continue
+            if limit is not None and len(self) + len(new) >= limit:
+                errors.append(f"{src.name[:80]}: the store is full ({limit} photos); delete some first")
+                continue
+            with atomic_path(dest) as tmp:
+                im.save(tmp, "JPEG", quality=90)
+            new.append(str(dest))
+        if new:
+            added, _, errs = pipeline.sync_index(self.index, self.index.paths + new, self.model, progress=False,
+                                                 use_cache=False)
+            errors += errs
+            self.index.save(self.index_dir)
+        return len(new), already, errors
+
+    def delete(self, paths=None):
+        """Delete some stored photos (None: all). Returns how many were deleted."""
+        gone = [p for p in self.index.paths if paths is None or p in set(paths)]
+        for p in gone:
+            Path(p).unlink(missing_ok=True)
+        if gone:
+            pipeline.sync_index(self.index, [p for p in self.index.paths if p not in set(gone)], self.model,
+                                progress=False, use_cache=False)
+            self.index.save(self.index_dir)
+        return len(gone)
+
+
+class Service:
+    """Loaded once per process: the model, the gallery index and the photo stores."""
+
+    def __init__(self, *, model=None, gallery=None, home=None, public=False, progress=True):
+        self.home, self.public = Path(home or data_home()), bool(public)
+        self.thumbs_dir = self.home / "thumbs"
         self._lock = threading.Lock()
         gallery = gallery or os.environ.get("I2V_GALLERY")
+        self.gallery = None
         if gallery:  # a prebuilt index (e.g. of the Flickr8k test photos) and the model it was built with
-            self.gallery, self.model = pipeline.load_index(gallery, model)
-        else:  # the built-in demo gallery, indexed at first start (a few seconds), then kept up to date
+            try:
+                self.gallery, self.model = pipeline.load_index(gallery, model)
+            except UserError as e:
+                _warn(f"{e}; serving the built-in demo gallery instead")
+        if self.gallery is None:  # the built-in demo gallery, indexed at first start, then kept up to date
             self.model = pipeline.load_model(model)
             folder = self.home / "demo-index"
-            self.gallery = pipeline.open_index(folder, self.model)
+            self.gallery = pipeline.open_index(folder, self.model, log=_warn)
             added, removed, _ = pipeline.sync_index(self.gallery, list_images([DEFAULT_GALLERY]), self.model,
                                                     progress=progress)
             if added or removed or not (folder / "index.npz").is_file():
                 self.gallery.save(folder)
         self.model_name = self.model.name
-        # uploads stored before a crash (or a model change) but not yet indexed are indexed now
-        self.user = pipeline.open_index(self.home / "user-index", self.model)
-        stored = list_images([self.uploads_dir]) if self.uploads_dir.is_dir() else []
-        if set(stored) - set(self.user.paths) or not (self.home / "user-index" / "index.npz").is_file():
-            pipeline.sync_index(self.user, stored, self.model, progress=False, prune=False)
-            self.user.save(self.home / "user-index")
+        self.stores = {}
+        if self.public:  # sessions of a previous run are gone with their browsers
+            shutil.rmtree(self.home / "sessions", ignore_errors=True)
+        else:
+            self.stores[LOCAL] = PhotoStore(self.home, self.model, progress=progress)
 
     def allowed_dirs(self):
-        """Folders the app may serve photos from: those of the gallery's photos and the upload store."""
-        dirs = {str(Path(p).parent) for p in self.gallery.paths}
-        dirs.add(str(self.uploads_dir))
-        return sorted(dirs)
+        """The only folder the app serves files from: its own thumbnails."""
+        self.thumbs_dir.mkdir(parents=True, exist_ok=True)
+        return [str(self.thumbs_dir)]
 
-    def _model(self, name):
-        return pipeline.load_model(name) if name else self.model
+    # -- visitors' photos ------------------------------------------------------------------
+    def _owner(self, session):
+        if not self.public:
+            return LOCAL
+        if not session or not isinstance(session, str) or not session.isalnum() or len(session) > 64:
+            raise UserError("no browser session: reload the page")
+        return session
 
+    def store(self, session=None, create=False):
+        """The photo store of `session` (local mode: the one store); None if it has none yet."""
+        owner = self._owner(session)
+        with self._lock:
+            s = self.stores.get(owner)
+            if s is None and create:
+                self._expire()
+                s = self.stores[owner] = PhotoStore(self.home / "sessions" / owner, self.model)
+            if s is not None:
+                s.used = time.time()
+            return s
+
+    def _expire(self):
+        for owner, s in list(self.stores.items()):
+            if owner != LOCAL and time.time() - s.used > SESSION_TTL:
+                self._drop(owner)
+
+    def _drop(self, owner):
+        self.stores.pop(owner, None)
+        shutil.rmtree(self.home / "sessions" / owner, ignore_errors=True)
+
+    def end_session(self, session):
+        """Public mode: delete a session's photos when its browser goes away."""
+        if self.public and session and session in self.stores:
+            with self._lock:
+                self._drop(session)
+
+    def _sessions_bytes(self):
+        root = self.home / "sessions"
+        return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+
+    def add_photos(self, files, session=None):
+        """Store and index uploads for `session`. Returns (added, already, errors)."""
+        if not files:
+            raise UserError("no files: choose one or more photos")
+        limit = None
+        if self.public:
+            limit = MAX_SESSION_PHOTOS
+            if self._sessions_bytes() > MAX_SESSIONS_BYTES:
+                raise UserError("the server's photo store is full; try again later")
+        s = self.store(session, create=True)
+        with self._lock:
+            return s.add(files, limit=limit)
+
+    def delete_photos(self, ids=None, session=None):
+        """Delete the visitor's photos by id (see `my_photos`); None deletes them all."""
+        s = self.store(session)
+        if s is None:
+            return 0
+        with self._lock:
+            paths = None if ids is None else [p for p in s.index.paths if Path(p).stem in set(ids)]
+            return s.delete(paths) if paths is None or paths else 0
+
+    def my_photos(self, session=None):
+        """[(thumbnail path, id)] of the visitor's photos, newest last."""
+        s = self.store(session)
+        return [] if s is None else [(self.thumbnail(p), Path(p).stem) for p in s.index.paths]
+
+    def counts(self, session=None):
+        s = self.store(session)
+        return len(self.gallery), 0 if s is None else len(s)
+
+    # -- the actions -------------------------------------------------------------------------
     def _photo(self, photo):
         """Upload safety before decoding: a size cap on files."""
         if isinstance(photo, (str, Path)):
@@ -68,69 +241,44 @@ class Service:
                 raise UserError("the photo could not be read (file missing)") from None
         return photo
 
-    # -- the four actions -----------------------------------------------------------------
-    def summarize(self, photo, k=3, model_name=None):
-        """{'words': [(word, weight)], 'fit': float, 'evidence': [(path, distance)]}"""
+    def summarize(self, photo, k=3, model_name=None, session=None):
+        """{'words': [(word, weight)], 'fit': float, 'evidence': [(thumbnail, distance)]}"""
         k = pipeline.check_k(k, "summarize")
-        model = self._model(model_name)
+        model = pipeline.load_model(model_name) if model_name else self.model
         outputs = pipeline.read_photo(self._photo(photo), model.backbone)
         res = pipeline.summarize(model, model.encode(*outputs)[0], k)
         if self.model.backbone != model.backbone:
             outputs = pipeline.read_photo(photo, self.model.backbone)
-        res["evidence"] = self._search(self.model.encode(*outputs)[0], 6)
+        res["evidence"] = self._search(self.model.encode(*outputs)[0], 6, session)
         return res
 
-    def search(self, query, photo=None, k=12):
-        """([(path, distance)], terms, photo_weight) of the photos nearest to a query."""
+    def search(self, query, photo=None, k=12, session=None):
+        """([(thumbnail, distance)], terms, photo_weight) of the photos nearest to a query."""
         k = pipeline.check_k(k, "search")
         q, terms, photo_weight = pipeline.query_vector(self.model, query, None if photo is None else self._photo(photo))
-        return self._search(q, k), terms, photo_weight
+        return self._search(q, k, session), terms, photo_weight
 
-    def _search(self, q, k):
-        return pipeline.search([self.gallery, self.user], q, k)
+    def _search(self, q, k, session):
+        s = self.store(session)
+        hits = pipeline.search([self.gallery] + ([s.index] if s is not None else []), q, k)
+        return [(self.thumbnail(p), d) for p, d in hits]
 
     def neighbours(self, word, k=10):
         return pipeline.neighbours(self.model, word, k)
 
-    def add_photos(self, files):
-        """Copy uploads into the content-addressed store and index them. Returns (added, errors)."""
-        if not files:
-            raise UserError("no files: choose one or more photos")
-        from PIL import Image
-
-        self.uploads_dir.mkdir(parents=True, exist_ok=True)
-        stored, errors = [], []
-        for f in files:
-            src = Path(getattr(f, "name", f))
-            label = src.name[:80]
+    # -- what is served ----------------------------------------------------------------------
+    def thumbnail(self, path):
+        """A re-encoded copy (JPEG, at most THUMB_SIDE, no metadata) of an indexed photo in the
+        app's own folder: the only kind of file the app serves."""
+        key = thumbnail_key(path)
+        if key is None:
+            return None
+        dest = self.thumbs_dir / f"{key}.jpg"
+        if not dest.is_file():
             try:
-                data = src.read_bytes()
-                if len(data) > MAX_UPLOAD_BYTES:
-                    raise UserError(f"over {MAX_UPLOAD_BYTES // 2**20} MB")
-                with Image.open(src) as im:
-                    fmt = im.format
-                    if im.width * im.height > MAX_PIXELS:
-                        raise UserError("too many pixels")
-                if fmt not in UPLOAD_FORMATS:
-                    raise UserError(f"unsupported format {fmt}")
-            except UserError as e:
-                errors.append(f"{label}: {e}")
-                continue
-            except Exception:
-                errors.append(f"{label}: not a readable image")
-                continue
-            # the stored name comes from the content, never from the uploaded file name
-            dest = self.uploads_dir / (hashlib.sha256(data).hexdigest()[:32] + UPLOAD_FORMATS[fmt])
-            if not dest.exists():
-                write_bytes(dest, data)
-            stored.append(str(dest.resolve()))
-        added = 0
-        if stored:
-            with self._lock:
-                added, _, errs = pipeline.sync_index(self.user, stored, self.model, progress=False, prune=False)
-                errors += [e.split(": ", 1)[-1] for e in errs]
-                self.user.save(self.home / "user-index")
-        return added, errors
-
-    def counts(self):
-        return len(self.gallery), len(self.user)
+                im = reencode(path, THUMB_SIDE)
+            except UserError:
+                return None
+            with atomic_path(dest) as tmp:
+                im.save(tmp, "JPEG", quality=85)
+        return str(dest)

@@ -53,11 +53,17 @@ def test_handlers_as_functions(app_module, tmp_path):
     mine = tmp_path / "my holiday.jpg"
     ImageOps.mirror(Image.open(china)).save(mine)  # a photo that is not in the gallery
     n_before = app_module.SERVICE.counts()[1]
-    msg = app_module.add_photos([str(mine), str(bad)])
+    msg, grid, count = app_module.add_photos([str(mine), str(bad)])
     assert "Added 1" in msg and "bad.jpg" in msg and app_module.SERVICE.counts()[1] == n_before + 1
-    stored = app_module.SERVICE.user.paths[-1]
+    assert len(grid) == n_before + 1 and f"Your photos: {n_before + 1}" in count
+    stored = app_module.SERVICE.store().index.paths[-1]
     assert Path(stored).parent.name == "uploads" and "holiday" not in Path(stored).name  # content-addressed
-    assert app_module.search("", str(mine), 1)[0][0][0] == stored
+    # the result is served as a thumbnail the app wrote, never the stored file itself
+    assert app_module.search("", str(mine), 1)[0][0][0] == app_module.SERVICE.thumbnail(stored)
+    msg, _, _ = app_module.add_photos([str(mine)])
+    assert "Added 0" in msg and "1 already there" in msg
+    msg, grid, count, _ = app_module.delete_photo(len(grid) - 1)
+    assert "Deleted 1" in msg and f"Your photos: {n_before}" in count and not Path(stored).exists()
 
 
 def test_gradio_client_round_trip(server, tmp_path):
@@ -71,7 +77,7 @@ def test_gradio_client_round_trip(server, tmp_path):
     assert len(hits) == 6 and "dog" in status
     table, plot, note = client.predict("yellow", 10, api_name="/neighbours")
     assert len(table["data"]) == 10
-    msg = client.predict([handle_file(flower)], api_name="/add_photos")
+    msg = client.predict([handle_file(flower)], api_name="/add_photos")[0]
     assert "Added 1" in msg
     with pytest.raises(Exception, match="unknown word"):
         client.predict("zzzq + dog", None, 6, api_name="/search")
@@ -107,7 +113,8 @@ def test_real_browser(server):
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(server, wait_until="networkidle")
+        page.goto(server, wait_until="load")  # the session heartbeat keeps a stream open: never "networkidle"
+        page.wait_for_selector("#summ-go", timeout=60_000)
         assert "image2vec" in page.title() + page.content()
         page.screenshot(path=str(ARTIFACTS / "0-start.png"))
         # 1. upload a photo -> its words appear

@@ -183,7 +183,7 @@ def test_app_add_photos_with_bad_files(odd_files, client):
 
     bad, files = odd_files
     msg = client.predict([handle_file(str(bad["text.jpg"])), handle_file(str(files["cmyk.jpg"])),
-                          handle_file(str(bad["bomb.png"]))], api_name="/add_photos")
+                          handle_file(str(bad["bomb.png"]))], api_name="/add_photos")[0]
     assert "Added 1" in msg and "text.jpg" in msg and "bomb.png" in msg
 
 

@@ -28,8 +28,8 @@ def test_kill_during_add_photos_loses_nothing_reported(tmp_path):
         s = Service(home={str(home)!r}, progress=False)
         print("READY", flush=True)
         for p in sorted(Path({str(src)!r}).glob("*.png")):
-            added, errors = s.add_photos([str(p)])
-            print("ADDED", s.user.paths[-1], flush=True)
+            added, already, errors = s.add_photos([str(p)])
+            print("ADDED", s.store().index.paths[-1], flush=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     reported = []
@@ -47,8 +47,8 @@ def test_kill_during_add_photos_loses_nothing_reported(tmp_path):
     from i2v.service import Service
 
     back = Service(home=home, progress=False)
-    assert set(reported) <= set(back.user.paths)
-    assert all(Path(p).is_file() for p in back.user.paths)
+    assert set(reported) <= set(back.store().index.paths)
+    assert all(Path(p).is_file() for p in back.store().index.paths)
 
 
 def test_kill_during_index_command_keeps_last_good_index(tmp_path):
