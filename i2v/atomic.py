@@ -24,9 +24,11 @@ def atomic_path(dest):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and not e.filename:  # say which file could not be written
+            raise OSError(e.errno, e.strerror or str(e), str(dest)) from None
         raise
     _fsync_dir(dest.parent)
 

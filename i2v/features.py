@@ -118,6 +118,7 @@ def read_rgb(source, *, draft, keep):
             im.draft("RGB", (draft, draft))  # decode at 1/2, 1/4 or 1/8 scale: big photos cost little
         im.seek(0)  # first frame of animated files
         im = _to_rgb(_shrink_upright(im, keep))
+        im.load()  # decoding is lazy: a truncated file must fail here, not in the caller's resize
     except ImageError:
         raise
     except Image.DecompressionBombError as e:

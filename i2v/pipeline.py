@@ -361,7 +361,7 @@ def load_index(folder, model_name=None):
     a model whose codes are not the index's is refused (its distances would be meaningless)."""
     try:
         index = GalleryIndex.load(folder)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     model = load_model(model_name or index.model_name)
     if not index.is_current(model, index.normalize):

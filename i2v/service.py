@@ -164,9 +164,9 @@ class Service:
     def _owner(self, session):
         if not self.public:
             return LOCAL
-        if not session or not isinstance(session, str) or not session.isalnum() or len(session) > 64:
+        if not session or not isinstance(session, str) or len(session) > 128:
             raise UserError("no browser session: reload the page")
-        return session
+        return hashlib.sha256(session.encode("utf-8", "surrogateescape")).hexdigest()[:32]  # a safe folder name
 
     def store(self, session=None, create=False):
         """The photo store of `session` (local mode: the one store); None if it has none yet."""
@@ -191,9 +191,11 @@ class Service:
 
     def end_session(self, session):
         """Public mode: delete a session's photos when its browser goes away."""
-        if self.public and session and session in self.stores:
+        if self.public and session:
+            owner = self._owner(session)
             with self._lock:
-                self._drop(session)
+                if owner in self.stores:
+                    self._drop(owner)
 
     def _sessions_bytes(self):
         root = self.home / "sessions"
