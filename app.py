@@ -9,6 +9,9 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# several requests run at once: one thread each (network, BLAS, FAISS) beats threads fighting over the cores
+for _var in ("I2V_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import gradio as gr  # noqa: E402
 
@@ -20,11 +23,12 @@ from i2v.plots import neighbour_map  # noqa: E402
 from i2v.service import DEFAULT_GALLERY, Service, UserError  # noqa: E402
 
 TITLE = "image2vec — describe photos in words, find photos from words"
-INTRO = ("One joint space for words and photos: a photo's CNN feature, projected, sits near the **sum of the "
-         "vectors of the words that describe it**. Upload a photo to get its 3 words, or type "
-         "`dog + grass` to find photos.")
+INTRO = ("Upload a photo to get the words that describe it, type `dog + grass` to find photos, or compare a word's "
+         "*visual* neighbours with its text neighbours. The model knows the 1,387 everyday words of Flickr8k "
+         "(people, dogs, sports, outdoor scenes); photos of other things get the nearest words it has.")
 QUERY_HINT = ("Words joined by `+` and `-` (`snow + young`, `dog - leash + ball`), weights (`2*dog`), or plain "
               "text (`two dogs running on the beach`). With a photo: `[photo] - snow + beach`.")
+CSS = "@media (max-width: 480px) { #intro h1 { font-size: 1.5rem; } }"  # phones: the title leaves room
 EXAMPLE_PHOTOS = sorted(str(p) for p in DEFAULT_GALLERY.glob("*/*.jpg"))[::7][:6]
 SERVICE = None
 
@@ -53,8 +57,24 @@ class PhotoInput(gr.Image):
                            print_exception=False) from None
 
 
-def _err(e):
+LAST_ERROR = {}  # session -> the last user error, shown where the answer would be (see `failed`)
+
+
+def _err(e, request=None):
+    if len(LAST_ERROR) > 10_000:
+        LAST_ERROR.clear()
+    LAST_ERROR[_session(request)] = str(e)
     return gr.Error(str(e), print_exception=False)
+
+
+def clear_results(n):
+    """Outputs of a tab emptied before it runs (the second one, a Markdown, says so): no stale
+    answer stays under a new error."""
+    return lambda: (None, "*Working…*", None)[:n]
+
+
+def failed(request: gr.Request = None):
+    return f"**Could not answer:** {LAST_ERROR.pop(_session(request), 'see the message above.')}"
 
 
 def _session(request):
@@ -65,20 +85,24 @@ def summarize(photo, k=3, model_name=None, request: gr.Request = None):
     try:
         res = service().summarize(photo, k, model_name or None, session=_session(request))
     except UserError as e:
-        raise _err(e) from None
+        raise _err(e, request) from None
     total = sum(max(c, 0.0) for _, c in res["words"]) or 1.0
     words = {w: round(max(c, 0.0) / total, 4) for w, c in res["words"]}  # share of the summary's weight
     text = " + ".join(f"**{w}** ({c:.2f})" for w, c in res["words"]) or "(no word fits)"
-    fit = f"{text} — OMP weights; the words explain {100 * res['fit']:.0f}% of the photo's code."
-    return words, fit, [(p, f"{d:.2f}") for p, d in res["evidence"]]
+    fit = (f"{text}\n\nWeights are the words' coefficients in the photo's code. Together the words "
+           f"account for **{100 * res['fit']:.0f}%** of the code (its squared length); the rest is what "
+           f"these {len(res['words'])} words do not describe.")
+    return words, fit, [(p, f"distance {d:.2f}") for p, d in res["evidence"]]
 
 
 def search(query, photo=None, k=12, request: gr.Request = None):
     try:
         hits, terms, photo_weight = service().search(query, photo, k, session=_session(request))
     except UserError as e:
-        raise _err(e) from None
-    return [(p, f"{d:.2f}") for p, d in hits], f"Searched for: {format_query(terms, photo_weight)} — {len(hits)} photos"
+        raise _err(e, request) from None
+    return ([(p, f"distance {d:.2f}") for p, d in hits],
+            f"Searched for: **{format_query(terms, photo_weight)}** — {len(hits)} photos, nearest first "
+            "(distance in the joint space: smaller is closer)")
 
 
 def neighbours(word, k=10):
@@ -151,7 +175,8 @@ def results_markdown():
         lines += ["### Flickr8k test split (1,000 photos, 5,000 caption queries)", "",
                   "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for name, m in rep["models"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{m[c]:.3f}" if c in m else "–" for c in cols) + " |")
+            lines.append(f"| {name} | " + " | ".join((f"{m[c]:.0f}" if c.endswith("medr") else f"{m[c]:.3f}")
+                                                     if c in m else "–" for c in cols) + " |")
     lines += ["", "p@k/r@k: k-word summaries (sparse recovery) against the words of the photo's 5 captions. "
               "t2i: each caption's words as a word-sum query over the 1,000 test photos (L2).", "",
               "**Data and licenses.** Trained on Flickr8k (Hodosh, Young & Hockenmaier 2013, JAIR 47); its photos are "
@@ -163,71 +188,80 @@ def results_markdown():
 def build():
     # Gradio's own copies of served and uploaded files are deleted after an hour (checked every 10 min)
     with gr.Blocks(title="image2vec", delete_cache=(600, 3600)) as demo:
-        gr.Markdown(f"# {TITLE}\n{INTRO}")
-        with gr.Tab("Summarize in 3 words"):
-            with gr.Row():
-                with gr.Column():
-                    photo = PhotoInput(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], label="Photo",
-                                     elem_id="summ-photo")
-                    k = gr.Slider(1, 8, value=3, step=1, label="Number of words (k)")
-                    model = gr.Dropdown([m for m in MODELS if m in checkpoint.list_checkpoints()],
-                                        value=service().model_name if service().model_name in MODELS
-                                        else checkpoint.DEFAULT_MODEL, label="Model")
-                    go = gr.Button("Summarize", variant="primary", elem_id="summ-go")
-                with gr.Column():
-                    words = gr.Label(label="Words (share of the summary's weight)", elem_id="summ-words")
-                    fit = gr.Markdown(elem_id="summ-fit")
-                    evidence = gr.Gallery(label="Nearest gallery photos", columns=3, height=300, elem_id="summ-evidence")
-            gr.Examples(EXAMPLE_PHOTOS, inputs=photo, label="Example photos (click one)")
-            go.click(summarize, [photo, k, model], [words, fit, evidence], api_name="summarize")
-        with gr.Tab("Find images from words"):
-            with gr.Row():
-                query = gr.Textbox(label="Words", placeholder="dog + grass", scale=4, elem_id="search-query")
-                search_btn = gr.Button("Search", variant="primary", scale=1, elem_id="search-go")
-            gr.Markdown(QUERY_HINT)
-            with gr.Accordion("Optional: start from a photo ([photo] ± words)", open=False):
-                qphoto = PhotoInput(type="filepath", image_mode=None, label="Photo", height=200)
-            status = gr.Markdown(elem_id="search-status")
-            results = gr.Gallery(label="Results (distance)", columns=6, height=480, elem_id="search-results")
-            gr.Examples([["dog + grass"], ["snow + young"], ["beach + child"], ["dog - leash + ball"],
-                         ["two people by the water"]], inputs=query, label="Try")
-            k_search = gr.Number(value=12, visible=False)
-            search_btn.click(search, [query, qphoto, k_search], [results, status], api_name="search")
-            query.submit(search, [query, qphoto, k_search], [results, status])
-        with gr.Tab("Compare to Word2Vec neighbours"):
-            gr.Markdown("A word's **visual** neighbours (columns of the learned `D`: words whose photos look alike) "
-                        "beside its **text** neighbours in GloVe 6B 50d (pretrained on Wikipedia + Gigaword text; "
-                        "it plays the word2vec part here).")
-            with gr.Row():
-                word = gr.Textbox(label="Word", value="yellow", scale=4, elem_id="nb-word")
-                nb_btn = gr.Button("Compare", variant="primary", scale=1, elem_id="nb-go")
-            nb_note = gr.Markdown()
-            table = gr.Dataframe(headers=["#", "visual neighbour", "cosine", "GloVe neighbour", "cosine"],
-                                 label="Neighbours", elem_id="nb-table")
-            plot = gr.Plot(label="2-D map of the neighbourhood in both spaces")
-            k_nb = gr.Number(value=10, visible=False)
-            gr.Examples([["yellow"], ["dog"], ["beach"], ["red"], ["snow"]], inputs=word, label="Try")
-            nb_btn.click(neighbours, [word, k_nb], [table, plot, nb_note], api_name="neighbours")
-            word.submit(neighbours, [word, k_nb], [table, plot, nb_note])
-        with gr.Tab("My photos"):
-            my_count = gr.Markdown(elem_id="my-count")
-            with gr.Row():
-                uploads = gr.File(file_count="multiple", file_types=["image"], label="Add photos (searched with the gallery)",
-                                  elem_id="my-upload", scale=3)
-                add_btn = gr.Button("Add photos", variant="primary", scale=1, elem_id="my-add")
-            my_status = gr.Markdown(elem_id="my-status")
-            my_grid = gr.Gallery(label="Your photos (click one to select it)", columns=6, height=360, elem_id="my-grid")
-            selected = gr.State(None)
-            with gr.Row():
-                del_btn = gr.Button("Delete selected", elem_id="my-delete")
-                del_all = gr.Button("Delete all", variant="stop", elem_id="my-delete-all")
-            all_marker = gr.Number(value=-1, visible=False)
-            add_btn.click(add_photos, [uploads], [my_status, my_grid, my_count], api_name="add_photos")
-            my_grid.select(_selected_index, None, selected)
-            del_btn.click(delete_photo, [selected], [my_status, my_grid, my_count, selected], api_name="delete_photo")
-            del_all.click(delete_photo, [all_marker], [my_status, my_grid, my_count, selected], api_name="delete_all")
-        with gr.Tab("Models & results"):
-            gr.Markdown(results_markdown())
+        gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="intro")
+        with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays one tap away
+            with gr.Tab("Summarize in 3 words"):
+                with gr.Row():
+                    with gr.Column():
+                        photo = PhotoInput(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], label="Photo",
+                                         elem_id="summ-photo")
+                        k = gr.Slider(1, 8, value=3, step=1, label="Number of words (k)")
+                        model = gr.Dropdown([m for m in MODELS if m in checkpoint.list_checkpoints()],
+                                            value=service().model_name if service().model_name in MODELS
+                                            else checkpoint.DEFAULT_MODEL, label="Model")
+                        go = gr.Button("Summarize", variant="primary", elem_id="summ-go")
+                    with gr.Column():
+                        words = gr.Label(label="Words — each one's share of the summary (not a probability)",
+                                         elem_id="summ-words")
+                        fit = gr.Markdown(elem_id="summ-fit")
+                        evidence = gr.Gallery(label="Nearest photos in the gallery", columns=3, height="auto",
+                                              elem_id="summ-evidence")
+                gr.Examples(EXAMPLE_PHOTOS, inputs=photo, label="Example photos (click one)")
+                go.click(clear_results(3), None, [words, fit, evidence], queue=False, api_visibility="private").then(
+                    summarize, [photo, k, model], [words, fit, evidence], api_name="summarize").failure(
+                    failed, None, fit, api_visibility="private")
+            with gr.Tab("Find images from words"):
+                with gr.Row():
+                    query = gr.Textbox(label="Words", placeholder="dog + grass", scale=4, elem_id="search-query")
+                    search_btn = gr.Button("Search", variant="primary", scale=1, elem_id="search-go")
+                gr.Markdown(QUERY_HINT)
+                with gr.Accordion("Optional: start from a photo ([photo] ± words)", open=False):
+                    qphoto = PhotoInput(type="filepath", image_mode=None, label="Photo", height=200)
+                status = gr.Markdown(elem_id="search-status")
+                results = gr.Gallery(label="Results, nearest first", columns=6, height="auto", elem_id="search-results")
+                gr.Examples([["dog + grass"], ["snow + young"], ["beach + child"], ["dog - leash + ball"],
+                             ["two people by the water"]], inputs=query, label="Try")
+                k_search = gr.Number(value=12, visible=False)
+                for trigger, name in ((search_btn.click, "search"), (query.submit, None)):
+                    trigger(clear_results(2), None, [results, status], queue=False, api_visibility="private").then(
+                        search, [query, qphoto, k_search], [results, status], api_name=name,
+                        api_visibility="public" if name else "private").failure(
+                        failed, None, status, api_visibility="private")
+            with gr.Tab("Compare to Word2Vec neighbours"):
+                gr.Markdown("A word's **visual** neighbours (columns of the learned `D`: words whose photos look alike) "
+                            "beside its **text** neighbours in GloVe 6B 50d (pretrained on Wikipedia + Gigaword text; "
+                            "it plays the word2vec part here).")
+                with gr.Row():
+                    word = gr.Textbox(label="Word", value="yellow", scale=4, elem_id="nb-word")
+                    nb_btn = gr.Button("Compare", variant="primary", scale=1, elem_id="nb-go")
+                nb_note = gr.Markdown()
+                table = gr.Dataframe(headers=["#", "visual neighbour", "cosine", "GloVe neighbour", "cosine"],
+                                     label="Neighbours", elem_id="nb-table")
+                gr.Markdown("2-D map of the neighbourhood in both spaces (PCA of the vectors):")
+                plot = gr.Plot(show_label=False)
+                k_nb = gr.Number(value=10, visible=False)
+                gr.Examples([["yellow"], ["dog"], ["beach"], ["red"], ["snow"]], inputs=word, label="Try")
+                nb_btn.click(neighbours, [word, k_nb], [table, plot, nb_note], api_name="neighbours")
+                word.submit(neighbours, [word, k_nb], [table, plot, nb_note])
+            with gr.Tab("My photos"):
+                my_count = gr.Markdown(elem_id="my-count")
+                with gr.Row():
+                    uploads = gr.File(file_count="multiple", file_types=["image"], label="Add photos (searched with the gallery)",
+                                      elem_id="my-upload", scale=3)
+                    add_btn = gr.Button("Add photos", variant="primary", scale=1, elem_id="my-add")
+                my_status = gr.Markdown(elem_id="my-status")
+                my_grid = gr.Gallery(label="Your photos (click one to select it)", columns=6, height=360, elem_id="my-grid")
+                selected = gr.State(None)
+                with gr.Row():
+                    del_btn = gr.Button("Delete selected", elem_id="my-delete")
+                    del_all = gr.Button("Delete all", variant="stop", elem_id="my-delete-all")
+                all_marker = gr.Number(value=-1, visible=False)
+                add_btn.click(add_photos, [uploads], [my_status, my_grid, my_count], api_name="add_photos")
+                my_grid.select(_selected_index, None, selected)
+                del_btn.click(delete_photo, [selected], [my_status, my_grid, my_count, selected], api_name="delete_photo")
+                del_all.click(delete_photo, [all_marker], [my_status, my_grid, my_count, selected], api_name="delete_all")
+            with gr.Tab("Models & results"):
+                gr.Markdown(results_markdown())
         demo.load(show_my_photos, None, [my_grid, my_count])
         demo.unload(end_session)
     demo.queue(default_concurrency_limit=4, max_size=64)
@@ -248,7 +282,8 @@ def main(argv=None):
     public = args.public or bool(os.environ.get("SPACE_ID")) or args.host not in ("127.0.0.1", "localhost", "::1")
     global SERVICE
     SERVICE = Service(model=args.model, gallery=args.gallery, public=public)
-    serve(build(), host=args.host, port=args.port, allowed_paths=SERVICE.allowed_dirs())
+    SERVICE.warm_up()
+    serve(build(), host=args.host, port=args.port, allowed_paths=SERVICE.allowed_dirs(), css=CSS)
 
 
 if __name__ == "__main__":

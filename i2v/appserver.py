@@ -18,7 +18,7 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_app(*args, home, env=None, timeout=120, output=False):
+def running_app(*args, home, env=None, timeout=120, output=False, script="app.py"):
     """Run `python app.py --port P *args` with I2V_HOME=`home`; yield (url, process) once the page answers.
 
     output=True keeps the app's stdout/stderr readable from the process (text); the app is
@@ -27,7 +27,7 @@ def running_app(*args, home, env=None, timeout=120, output=False):
     port = free_port()
     env = dict(os.environ, **(env or {}), I2V_HOME=str(home), GRADIO_ANALYTICS_ENABLED="False")
     sink = subprocess.PIPE if output else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *map(str, args)], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, str(script), "--port", str(port), *map(str, args)], cwd=REPO, env=env,
                             stdout=sink, stderr=subprocess.STDOUT if output else sink, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:

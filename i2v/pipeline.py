@@ -68,27 +68,33 @@ class Prepared:
     captions: list
     ok: list  # indices into the dataset
     errors: list  # "path: reason" of the unreadable images
+    forms: dict  # inflected token -> Counter of its lemmas, over all captions
 
 
 def tagged_words(dataset, cache_dir=None):
-    """`text.caption_word_lists` of a dataset, cached on disk by the hash of its texts."""
+    """`text.caption_word_lists` of a dataset and the inflected forms seen (token -> Counter of
+    lemmas), cached on disk by the hash of its texts."""
+    from collections import Counter
+
     from .text import caption_word_lists
 
     h = hashlib.sha1(json.dumps([dataset.kind, dataset.texts]).encode()).hexdigest()[:20]
-    path = Path(cache_dir or default_cache_dir()) / "words" / f"{h}.json"
+    path = Path(cache_dir or default_cache_dir()) / "words" / f"{h}-forms.json"
     if path.is_file():
-        return json.loads(path.read_text())
-    words = caption_word_lists(dataset)
-    write_bytes(path, json.dumps(words))
-    return words
+        d = json.loads(path.read_text())
+        return d["words"], {t: Counter(c) for t, c in d["forms"].items()}
+    forms = {}
+    words = caption_word_lists(dataset, forms=forms)
+    write_bytes(path, json.dumps({"words": words, "forms": forms}))
+    return words, forms
 
 
 def prepare(dataset, *, cache_dir=None, backbone=None, progress=True):
     """Features (cached) and caption words (cached) of the readable images of `dataset`."""
     kw = {"backbone": backbone} if backbone else {}
     feats, logits, ok, errors = extract(dataset.paths, cache_dir=cache_dir, progress=progress, **kw)
-    words = tagged_words(dataset, cache_dir)
-    return Prepared(feats, logits, [words[i] for i in ok], ok, errors)
+    words, forms = tagged_words(dataset, cache_dir)
+    return Prepared(feats, logits, [words[i] for i in ok], ok, errors, forms)
 
 
 def load_training_data(fmt, data, *, images=None, split=None):
@@ -115,7 +121,7 @@ def train(kind, fmt, data, *, out, images=None, split=None, cache_dir=None, min_
     t0 = time.time()
     ds, split = load_training_data(fmt, data, images=images, split=split)
     prep = prepare(ds, cache_dir=cache_dir)
-    vocab = build_vocab([count_words(c) for c in prep.captions], min_count=min_count)
+    vocab = build_vocab([count_words(c) for c in prep.captions], min_count=min_count, forms=prep.forms)
     log(f"{len(prep.ok)} images, vocabulary of {len(vocab)} words (min count {min_count})")
     record = {"format": fmt, "data": str(data), "data_abs": str(Path(data).resolve()), "image_dir": images,
               "image_dir_abs": str(Path(images).resolve()) if images else None, "split": split,

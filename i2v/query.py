@@ -70,23 +70,14 @@ def suggest(word, vocab, k=5):
 
         kv = load_glove()
         if word in kv.key_to_index:
-            import numpy as np
-
-            with np.errstate(invalid="ignore", divide="ignore"):
-                for w, _ in kv.most_similar(word, topn=200):
-                    if w in vocab and w not in out:
-                        out.append(w)
-                    if len(out) >= 2 * k:
-                        break
+            for w, _ in kv.most_similar(word, topn=200):
+                if w in vocab and w not in out:
+                    out.append(w)
+                if len(out) >= 2 * k:
+                    break
     except Exception:  # suggestions are a courtesy; never fail a query on them
         pass
     return out[: 2 * k]
-
-
-def _lemmas(text):
-    from .text import get_nlp
-
-    return [(tok.text.lower(), tok.lemma_.lower()) for tok in get_nlp()(text.lower())]
 
 
 def resolve(text, vocab, *, allow_photo=False):
@@ -103,12 +94,8 @@ def resolve(text, vocab, *, allow_photo=False):
     if photo_weight and not allow_photo:
         raise QueryError(f"the query uses {PHOTO} but no photo was given")
     if free:
-        found = []
-        for token, lemma in _lemmas(" ".join(t for t, _ in terms)):
-            for cand in (token, lemma):
-                if cand in vocab:
-                    found.append(cand)
-                    break
+        tokens = re.findall(r"[a-z]+", " ".join(t for t, _ in terms).lower())
+        found = [w for w in (vocab.lemma(t) for t in tokens) if w]
         found = list(dict.fromkeys(found))
         if not found:
             unknown = ", ".join(repr(t) for t, _ in terms[:5])
@@ -118,10 +105,7 @@ def resolve(text, vocab, *, allow_photo=False):
         return [(w, 1.0) for w in found], photo_weight
     out = []
     for word, weight in terms:
-        cand = word if word in vocab else None
-        if cand is None and " " not in word and word.isprintable():
-            lemma = _lemmas(word)
-            cand = lemma[0][1] if lemma and lemma[0][1] in vocab else None
+        cand = vocab.lemma(word) if " " not in word and word.isprintable() else None
         if cand is None:
             hints = suggest(word, vocab)
             raise QueryError(f"unknown word {word!r}" + (f"; closest known words: {', '.join(hints)}" if hints else ""))

@@ -155,6 +155,17 @@ class Service:
         else:
             self.stores[LOCAL] = PhotoStore(self.home, self.model, progress=progress)
 
+    def warm_up(self, photo=None):
+        """Load everything a first request needs (the network, the index, GloVe, the plotting
+        library) before the app reports ready, so the first answer is as fast as the next."""
+        from .plots import neighbour_map
+
+        photo = photo or next(iter(sorted(DEFAULT_GALLERY.glob("*/*.jpg"))), None)
+        if photo is not None:
+            self.summarize(str(photo), 3)
+        self.search("dog", None, 1)
+        neighbour_map(self.model, self.neighbours("dog", 3))
+
     def allowed_dirs(self):
         """The only folder the app serves files from: its own thumbnails."""
         self.thumbs_dir.mkdir(parents=True, exist_ok=True)
@@ -162,15 +173,20 @@ class Service:
 
     # -- visitors' photos ------------------------------------------------------------------
     def _owner(self, session):
+        """LOCAL in local mode; in public mode a folder-safe name for the session (None: no session)."""
         if not self.public:
             return LOCAL
         if not session or not isinstance(session, str) or len(session) > 128:
-            raise UserError("no browser session: reload the page")
-        return hashlib.sha256(session.encode("utf-8", "surrogateescape")).hexdigest()[:32]  # a safe folder name
+            return None
+        return hashlib.sha256(session.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
     def store(self, session=None, create=False):
         """The photo store of `session` (local mode: the one store); None if it has none yet."""
         owner = self._owner(session)
+        if owner is None:
+            if create:
+                raise UserError("no browser session: reload the page")
+            return None
         with self._lock:
             s = self.stores.get(owner)
             if s is None and create:
@@ -191,8 +207,8 @@ class Service:
 
     def end_session(self, session):
         """Public mode: delete a session's photos when its browser goes away."""
-        if self.public and session:
-            owner = self._owner(session)
+        owner = self._owner(session)
+        if self.public and owner:
             with self._lock:
                 if owner in self.stores:
                     self._drop(owner)
@@ -248,10 +264,13 @@ class Service:
         k = pipeline.check_k(k, "summarize")
         model = pipeline.load_model(model_name) if model_name else self.model
         outputs = pipeline.read_photo(self._photo(photo), model.backbone)
-        res = pipeline.summarize(model, model.encode(*outputs)[0], k)
-        if self.model.backbone != model.backbone:
-            outputs = pipeline.read_photo(photo, self.model.backbone)
-        res["evidence"] = self._search(self.model.encode(*outputs)[0], 6, session)
+        code = model.encode(*outputs)[0]
+        res = pipeline.summarize(model, code, k)
+        if model is not self.model:  # the gallery holds codes of the app's model
+            if self.model.backbone != model.backbone:
+                outputs = pipeline.read_photo(photo, self.model.backbone)
+            code = self.model.encode(*outputs)[0]
+        res["evidence"] = self._search(code, 6, session)
         return res
 
     def search(self, query, photo=None, k=12, session=None):

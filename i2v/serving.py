@@ -104,7 +104,7 @@ async def _refuse(send, status, text):
     await send({"type": "http.response.body", "body": body})
 
 
-def serve(demo, *, host, port, allowed_paths, max_file_size="20mb", footer_links=("api",)):
+def serve(demo, *, host, port, allowed_paths, max_file_size="20mb", footer_links=("api",), css=None):
     """Mount `demo` behind `Guard` and run it with uvicorn until interrupted."""
     import fastapi
     import gradio as gr
@@ -116,6 +116,6 @@ def serve(demo, *, host, port, allowed_paths, max_file_size="20mb", footer_links
         ancestors += " https://huggingface.co https://*.hf.space"
     app = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app = gr.mount_gradio_app(app, demo, path="", allowed_paths=allowed_paths, max_file_size=max_file_size,
-                              footer_links=list(footer_links), server_name=host, server_port=port)
+                              footer_links=list(footer_links), server_name=host, server_port=port, css=css)
     uvicorn.run(Guard(app, allowed_origins=extra, frame_ancestors=ancestors), host=host, port=port,
                 log_level="warning")

@@ -1,6 +1,6 @@
 """Captions -> vocabulary words (nouns and adjectives, spaCy lemmas), and the vocabulary."""
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,35 +21,40 @@ def get_nlp():
     return _NLP
 
 
-def tag_words(doc):
-    """Vocabulary candidates of one spaCy doc: lower-case alphabetic lemmas of nouns/adjectives."""
+def tag_words(doc, forms=None):
+    """Vocabulary candidates of one spaCy doc: lower-case alphabetic lemmas of nouns/adjectives.
+
+    forms : optional dict token -> Counter of lemmas, updated with the inflected forms seen.
+    """
     out = []
     for tok in doc:
         if tok.pos_ in KEEP_POS:
             lemma = tok.lemma_.lower()
             if lemma.isalpha() and len(lemma) > 1:
                 out.append(lemma)
+                if forms is not None and tok.lower_ != lemma and tok.lower_.isalpha():
+                    forms.setdefault(tok.lower_, Counter())[lemma] += 1
     return out
 
 
-def caption_words(captions, batch_size=512):
+def caption_words(captions, batch_size=512, forms=None):
     """Nouns and adjectives of each caption, lemmatized: list of lists of str.
 
     "a black dog laying on his big dog bed" -> ['black', 'dog', 'big', 'dog', 'bed']
     """
     nlp = get_nlp()
-    return [tag_words(doc) for doc in nlp.pipe((c.lower() for c in captions), batch_size=batch_size)]
+    return [tag_words(doc, forms) for doc in nlp.pipe((c.lower() for c in captions), batch_size=batch_size)]
 
 
-def caption_word_lists(dataset):
+def caption_word_lists(dataset, forms=None):
     """Per image, per caption, its vocabulary candidates: list of lists of word lists.
 
-    Tag datasets: one "caption" per image holding its tags as given.
+    Tag datasets: one "caption" per image holding its tags as given. `forms`: see `tag_words`.
     """
     if dataset.kind == "tags":
         return [[list(dict.fromkeys(tags))] for tags in dataset.texts]
     flat = [c for texts in dataset.texts for c in texts]
-    words = caption_words(flat)
+    words = caption_words(flat, forms=forms)
     out, pos = [], 0
     for texts in dataset.texts:
         out.append(words[pos:pos + len(texts)])
@@ -70,10 +75,14 @@ def image_words(dataset):
     return [count_words(caps) for caps in caption_word_lists(dataset)]
 
 
+_PLURALS = (("ies", "y"), ("ves", "f"), ("es", ""), ("s", ""))
+
+
 @dataclass
 class Vocab:
     words: list  # index -> word
     counts: list  # number of training images whose captions name the word
+    forms: dict = field(default_factory=dict)  # inflected form seen in captions -> its word ("dogs" -> "dog")
 
     def __post_init__(self):
         self.index = {w: i for i, w in enumerate(self.words)}
@@ -84,15 +93,40 @@ class Vocab:
     def __contains__(self, word):
         return word in self.index
 
+    def lemma(self, token):
+        """The vocabulary word a query token stands for ("dogs" -> "dog"), or None.
+
+        The word itself, else the form seen in the training captions, else a plural rule: no
+        language model is loaded to read a query."""
+        token = token.lower()
+        if token in self.index:
+            return token
+        if token in self.forms:
+            return self.forms[token]
+        for suffix, repl in _PLURALS:
+            if token.endswith(suffix) and len(token) > len(suffix) + 1 and token[: -len(suffix)] + repl in self.index:
+                return token[: -len(suffix)] + repl
+        return None
+
     def to_json(self):
-        return {"words": list(self.words), "counts": [int(c) for c in self.counts]}
+        out = {"words": list(self.words), "counts": [int(c) for c in self.counts]}
+        if self.forms:
+            out["forms"] = dict(sorted(self.forms.items()))
+        return out
 
     @classmethod
     def from_json(cls, d):
-        return cls(list(d["words"]), list(d["counts"]))
+        return cls(list(d["words"]), list(d["counts"]), dict(d.get("forms") or {}))
 
 
-def build_vocab(per_image, *, min_count=5, max_size=None):
+def best_forms(forms, vocab_words):
+    """token -> its most frequent lemma, kept where the lemma is a vocabulary word and the token is not."""
+    words = set(vocab_words)
+    return {t: c.most_common(1)[0][0] for t, c in forms.items()
+            if t not in words and c.most_common(1)[0][0] in words}
+
+
+def build_vocab(per_image, *, min_count=5, max_size=None, forms=None):
     """Words named by at least `min_count` images, most frequent first.
 
     Parameters
@@ -107,7 +141,8 @@ def build_vocab(per_image, *, min_count=5, max_size=None):
         items = items[:max_size]
     if not items:
         raise ValueError(f"empty vocabulary: no word occurs in {min_count} or more images")
-    return Vocab([w for w, _ in items], [n for _, n in items])
+    words = [w for w, _ in items]
+    return Vocab(words, [n for _, n in items], best_forms(forms or {}, words))
 
 
 def word_matrix(per_image, vocab, *, weighting="binary", n_texts=None):

@@ -2,10 +2,13 @@
 browser (Debian chromium driven by Playwright) clicking through the three main tabs."""
 import os
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import REPO, sample_photos
 
@@ -29,7 +32,7 @@ def test_handlers_as_functions(app_module, tmp_path):
 
     china, flower = map(str, sample_photos())
     words, fit, evidence = app_module.summarize(flower, 3, "learn-all")
-    assert 1 <= len(words) <= 3 and "explain" in fit and len(evidence) == 6
+    assert 1 <= len(words) <= 3 and "account for" in fit and len(evidence) == 6
     words5, _, _ = app_module.summarize(flower, 5, "simple")
     assert len(words5) <= 5
     for model in ("weak-tag", "baseline"):
@@ -72,7 +75,7 @@ def test_gradio_client_round_trip(server, tmp_path):
     client = Client(server, verbose=False)
     flower = str(sample_photos()[1])
     words, fit, evidence = client.predict(handle_file(flower), 3, "learn-all", api_name="/summarize")
-    assert 1 <= len(words["confidences"]) <= 3 and "explain" in fit and evidence
+    assert 1 <= len(words["confidences"]) <= 3 and "account for" in fit and evidence
     hits, status = client.predict("dog + grass", None, 6, api_name="/search")
     assert len(hits) == 6 and "dog" in status
     table, plot, note = client.predict("yellow", 10, api_name="/neighbours")
@@ -103,41 +106,123 @@ def wait_for_images(page, selector, n, timeout):
         f".length >= {n}", timeout=timeout)
 
 
-def test_real_browser(server):
-    from playwright.sync_api import sync_playwright
+def text_includes(page, selector, text, timeout=60_000):
+    page.wait_for_function(f"document.querySelector('{selector}') && "
+                           f"document.querySelector('{selector}').innerText.includes({text!r})", timeout=timeout)
 
+
+def launch(p):
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian chromium is not installed (tests/run.sh installs it)")
+    return p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+
+
+def open_page(browser, url, width, height):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url, wait_until="load")  # the session heartbeat keeps a stream open: never "networkidle"
+    page.wait_for_selector("#summ-go", timeout=60_000)
+    return page
+
+
+def test_real_browser(server):
+    """The three tasks, the first answer's time (written to artifacts/), a bad upload clearing the
+    old answer, and "My photos": add, add again ("already there"), delete."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    timings = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(server, wait_until="load")  # the session heartbeat keeps a stream open: never "networkidle"
-        page.wait_for_selector("#summ-go", timeout=60_000)
+        browser = launch(p)
+        page = open_page(browser, server, 1280, 1000)
         assert "image2vec" in page.title() + page.content()
         page.screenshot(path=str(ARTIFACTS / "0-start.png"))
-        # 1. upload a photo -> its words appear
+        # 1. upload a photo -> its words appear; the time of this first answer is recorded
         page.locator("#summ-photo input[type=file]").set_input_files(str(REPO / "demo/gallery/cc-by-sa/kphotoalbum-donna.jpg"))
         page.wait_for_timeout(1000)
+        t = time.perf_counter()
         page.click("#summ-go")
-        page.wait_for_function("document.querySelector('#summ-fit') && document.querySelector('#summ-fit').innerText.includes('explain')",
-                               timeout=60_000)
+        text_includes(page, "#summ-fit", "account for")
+        timings["first_summarize_s"] = round(time.perf_counter() - t, 3)
         labels = page.locator("#summ-words").inner_text()
         assert len([ln for ln in labels.splitlines() if ln.strip()]) >= 3 and "dog" in labels
         wait_for_images(page, "#summ-evidence", 3, 30_000)
+        assert "distance" in page.locator("#summ-evidence").inner_text()  # numbers carry a label
         page.screenshot(path=str(ARTIFACTS / "1-summarize.png"), full_page=True)
+        # 1b. a bad upload: the old answer goes, the message stands where the answer was
+        bad = ARTIFACTS / "not-a-photo.jpg"
+        bad.write_bytes(b"%PDF-1.4 this is not an image")
+        page.locator("#summ-photo button[aria-label='Remove Image']").click()
+        page.locator("#summ-photo input[type=file]").set_input_files(str(bad))
+        page.wait_for_timeout(1000)
+        page.click("#summ-go")
+        text_includes(page, "#summ-fit", "Could not answer")
+        assert "dog" not in page.locator("#summ-words").inner_text()
+        assert page.locator("#summ-evidence img").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "1b-bad-upload.png"), full_page=True)
         # 2. type dog + grass -> >= 5 photos
         page.get_by_role("tab", name="Find images from words").click()
         page.fill("#search-query textarea, #search-query input", "dog + grass")
+        t = time.perf_counter()
         page.click("#search-go")
         wait_for_images(page, "#search-results", 5, 60_000)
+        timings["first_search_s"] = round(time.perf_counter() - t, 3)
         page.screenshot(path=str(ARTIFACTS / "2-search.png"), full_page=True)
         # 3. yellow -> both neighbour lists
         page.get_by_role("tab", name="Compare to Word2Vec neighbours").click()
         page.fill("#nb-word textarea, #nb-word input", "yellow")
+        t = time.perf_counter()
         page.click("#nb-go")
-        page.wait_for_function("document.querySelector('#nb-table') && document.querySelector('#nb-table').innerText.includes('red')",
-                               timeout=60_000)
+        text_includes(page, "#nb-table", "red")
+        timings["first_neighbours_s"] = round(time.perf_counter() - t, 3)
         page.screenshot(path=str(ARTIFACTS / "3-neighbours.png"), full_page=True)
+        # 4. My photos: add, add again, delete
+        page.get_by_role("tab", name="My photos").click()
+        mine = ARTIFACTS / "my-photo.png"
+        Image.fromarray(np.random.default_rng(7).integers(0, 255, (80, 120, 3), dtype=np.uint8)).save(mine)
+        for expected in ("Added 1", "already there"):
+            page.locator("#my-upload input[type=file]").set_input_files(str(mine))
+            page.wait_for_timeout(1000)
+            page.click("#my-add")
+            text_includes(page, "#my-status", expected)
+        n = int(page.locator("#my-count").inner_text().split("Your photos: ")[1].split()[0])
+        wait_for_images(page, "#my-grid", n, 30_000)
+        page.locator("#my-grid img").last.click()
+        page.wait_for_timeout(500)
+        page.click("#my-delete")
+        text_includes(page, "#my-status", "Deleted 1")
+        text_includes(page, "#my-count", f"Your photos: {n - 1}")
+        page.screenshot(path=str(ARTIFACTS / "4-my-photos.png"), full_page=True)
+        browser.close()
+    (ARTIFACTS / "browser_timings.json").write_text(json.dumps(timings, indent=1))
+    print("first answers in the browser:", timings)
+
+
+def test_phone_width(server):
+    """At 390 x 844 every tab is visible and the three tasks work."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = open_page(browser, server, 390, 844)
+        visible = [t.inner_text() for t in page.get_by_role("tab").all() if t.is_visible()]
+        assert {"Summarize in 3 words", "Find images from words", "Compare to Word2Vec neighbours",
+                "My photos"} <= set(visible), visible
+        page.locator("#summ-photo input[type=file]").set_input_files(str(REPO / "demo/gallery/cc-by-sa/kphotoalbum-donna.jpg"))
+        page.wait_for_timeout(1000)
+        page.click("#summ-go")
+        text_includes(page, "#summ-fit", "account for")
+        page.screenshot(path=str(ARTIFACTS / "phone-1-summarize.png"), full_page=True)
+        page.get_by_role("tab", name="Find images from words").click()
+        page.fill("#search-query textarea, #search-query input", "snow")
+        page.click("#search-go")
+        wait_for_images(page, "#search-results", 3, 60_000)
+        page.get_by_role("tab", name="Compare to Word2Vec neighbours").click()
+        page.fill("#nb-word textarea, #nb-word input", "beach")
+        page.click("#nb-go")
+        text_includes(page, "#nb-table", "visual")
+        page.screenshot(path=str(ARTIFACTS / "phone-3-neighbours.png"), full_page=True)
         browser.close()

@@ -64,7 +64,7 @@ def test_search_same_photos_or_same_error(app, capsys, query, photo, k):
     res, app_err = app_call(client, query, handle_file(photo) if photo else None, k, api_name="/search")
     if rc == 0:
         assert app_err is None, app_err
-        cli_hits = [(thumbnail_key(h["path"]) + ".jpg", f"{h['distance']:.2f}") for h in json.loads(out)]
+        cli_hits = [(thumbnail_key(h["path"]) + ".jpg", f"distance {h['distance']:.2f}") for h in json.loads(out)]
         app_hits = [(Path(h["image"]["path"] if isinstance(h["image"], dict) else h["image"]).name, h["caption"])
                     for h in res[0]]
         assert cli_hits == app_hits and len(cli_hits) == k

@@ -36,3 +36,22 @@ def test_tags_are_taken_as_given():
     ds = Dataset(["a"], [["london", "gbr", "crane"]], kind="tags")
     assert image_words(ds) == [[("crane", 1), ("gbr", 1), ("london", 1)]]
     assert count_words([["a", "b"], ["a"]]) == [("a", 2), ("b", 1)]
+
+
+def test_word_vectors_most_similar_matches_brute_force():
+    import numpy as np
+
+    from i2v.wordvec import WordVectors
+
+    rng = np.random.default_rng(0)
+    V = rng.normal(size=(50, 8)).astype(np.float32)
+    V[7] = 0  # a zero row (GloVe has a few): cosine 0, never a crash
+    kv = WordVectors([f"w{i}" for i in range(50)], V)
+    for j in (0, 7, 49):
+        got = kv.most_similar(f"w{j}", topn=5)
+        unit = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+        sims = unit @ unit[j]
+        ref = [i for i in np.argsort(-sims, kind="stable") if i != j][:5]
+        assert [w for w, _ in got] == [f"w{i}" for i in ref]
+        np.testing.assert_allclose([s for _, s in got], sims[ref], rtol=1e-5, atol=1e-6)
+    assert "w3" in kv and "zz" not in kv and kv["w3"].shape == (8,)
