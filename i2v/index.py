@@ -87,6 +87,13 @@ class GalleryIndex:
         -------
         list (n) of lists of (path, distance) nearest first; a single list for a (d,) query.
         """
+        rows = self.search_rows(queries, k)
+        single = np.asarray(queries).ndim == 1
+        out = [[(self.paths[j], d) for j, d in hits] for hits in ([rows] if single else rows)]
+        return out[0] if single else out
+
+    def search_rows(self, queries, k=10):
+        """Like `search`, with row numbers (into `codes`, `paths`) instead of paths."""
         q = np.asarray(queries, np.float32)
         single = q.ndim == 1
         q = np.atleast_2d(q)
@@ -96,7 +103,7 @@ class GalleryIndex:
             return [] if single else [[] for _ in q]
         k = max(1, min(int(k), len(self)))
         dist, idx = self.faiss.search(np.ascontiguousarray(self._prep(q)), k)
-        out = [[(self.paths[j], float(np.sqrt(max(dd, 0.0)))) for dd, j in zip(drow, irow) if j >= 0]
+        out = [[(int(j), float(np.sqrt(max(dd, 0.0)))) for dd, j in zip(drow, irow) if j >= 0]
                for drow, irow in zip(dist, idx)]
         return out[0] if single else out
 

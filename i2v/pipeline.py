@@ -377,14 +377,29 @@ def load_index(folder, model_name=None):
     return index, model
 
 
+SAME_PHOTO = 0.1  # unit codes closer than this are one photo (re-encoded copies: 0.02-0.04; others > 0.6)
+
+
 def search(indexes, q, k):
-    """[(path, distance)] nearest first over one or more indexes (a path found twice counts once)."""
+    """[(path, distance)] nearest first over one or more indexes.
+
+    A photo found twice counts once: the same path, or (across indexes, e.g. a gallery photo
+    also added to "My photos") codes closer than SAME_PHOTO.
+    """
+    from .models import normalize_rows
+
     k = check_k(k, "search")
-    best = {}
-    for index in indexes:
-        for path, d in index.search(q, k):
-            best[path] = min(d, best.get(path, np.inf))
-    return sorted(best.items(), key=lambda h: h[1])[:k]
+    hits = [(d, path, normalize_rows(index.codes[row])) for index in indexes
+            for row, d in index.search_rows(q, k) for path in [index.paths[row]]]
+    kept, seen = [], set()
+    for d, path, code in sorted(hits, key=lambda h: h[0]):
+        if path in seen or (len(indexes) > 1 and any(np.linalg.norm(code - c) < SAME_PHOTO for _, _, c in kept)):
+            continue
+        seen.add(path)
+        kept.append((d, path, code))
+        if len(kept) == k:
+            break
+    return [(path, d) for d, path, _ in kept]
 
 
 # -- words ----------------------------------------------------------------------------------

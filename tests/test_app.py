@@ -226,3 +226,16 @@ def test_phone_width(server):
         text_includes(page, "#nb-table", "visual")
         page.screenshot(path=str(ARTIFACTS / "phone-3-neighbours.png"), full_page=True)
         browser.close()
+
+
+def test_a_gallery_photo_added_to_my_photos_is_found_once(tmp_path):
+    from i2v.service import DEFAULT_GALLERY, Service
+
+    s = Service(home=tmp_path, progress=False)
+    photos = sorted(str(p) for p in DEFAULT_GALLERY.glob("*/*.jpg"))
+    assert s.add_photos(photos[:5])[0] == 5
+    for p in photos[:5]:
+        hits, _, _ = s.search("", p, 3)
+        assert hits[1][1] > 0.3  # the photo itself first (gallery or re-encoded copy), once
+    hits, _, _ = s.search("dog", None, 100)
+    assert len(hits) == len(s.gallery)  # 49 photos + 5 copies of them = 49 results
