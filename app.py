@@ -16,7 +16,7 @@ for _var in ("I2V_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_
 import gradio as gr  # noqa: E402
 
 from i2v import checkpoint  # noqa: E402
-from i2v.models import MODELS  # noqa: E402
+from i2v.openvocab import SOURCE_LABELS  # noqa: E402
 from i2v.pipeline import format_query  # noqa: E402
 from i2v.serving import serve  # noqa: E402
 from i2v.plots import neighbour_map  # noqa: E402
@@ -24,8 +24,9 @@ from i2v.service import DEFAULT_GALLERY, Service, UserError  # noqa: E402
 
 TITLE = "image2vec — describe photos in words, find photos from words"
 INTRO = ("Upload a photo to get the words that describe it, type `dog + grass` to find photos, or compare a word's "
-         "*visual* neighbours with its text neighbours. The model knows the 1,387 everyday words of Flickr8k "
-         "(people, dogs, sports, outdoor scenes); photos of other things get the nearest words it has.")
+         "*visual* neighbours with its text neighbours. The model learned 1,387 words from captioned photos "
+         "(people, dogs, sports, outdoor scenes) and knows 968 more from the network's ImageNet classes and from "
+         "word vectors (marked where they appear); it says so when a photo is unlike what it learned from.")
 QUERY_HINT = ("Words joined by `+` and `-` (`snow + young`, `dog - leash + ball`), weights (`2*dog`), or plain "
               "text (`two dogs running on the beach`). With a photo: `[photo] - snow + beach`.")
 CSS = "@media (max-width: 480px) { #intro h1 { font-size: 1.5rem; } }"  # phones: the title leaves room
@@ -63,18 +64,23 @@ LAST_ERROR = {}  # session -> the last user error, shown where the answer would 
 def _err(e, request=None):
     if len(LAST_ERROR) > 10_000:
         LAST_ERROR.clear()
-    LAST_ERROR[_session(request)] = str(e)
+    LAST_ERROR[_session(request)] = e
     return gr.Error(str(e), print_exception=False)
 
 
-def clear_results(n):
-    """Outputs of a tab emptied before it runs (the second one, a Markdown, says so): no stale
-    answer stays under a new error."""
-    return lambda: (None, "*Working…*", None)[:n]
+def clear_summary():
+    """The answer emptied before a new one is computed: no stale answer stays under a new error."""
+    return None, "*Working…*", None
 
 
 def failed(request: gr.Request = None):
     return f"**Could not answer:** {LAST_ERROR.pop(_session(request), 'see the message above.')}"
+
+
+def search_failed(request: gr.Request = None):
+    """The message where the results were, and the queries the person may have meant, one click each."""
+    fixes = getattr(LAST_ERROR.get(_session(request)), "fixes", [])
+    return failed(request), gr.update(choices=fixes, value=None, visible=bool(fixes))
 
 
 def _session(request):
@@ -88,10 +94,14 @@ def summarize(photo, k=3, model_name=None, request: gr.Request = None):
         raise _err(e, request) from None
     total = sum(max(c, 0.0) for _, c in res["words"]) or 1.0
     words = {w: round(max(c, 0.0) / total, 4) for w, c in res["words"]}  # share of the summary's weight
-    text = " + ".join(f"**{w}** ({c:.2f})" for w, c in res["words"]) or "(no word fits)"
+    text = " + ".join(f"**{w}** ({c:.2f}" + (f"; {SOURCE_LABELS[res['sources'][w]]})" if res["sources"][w] != "captions"
+                                             else ")") for w, c in res["words"]) or "(no word fits)"
     fit = (f"{text}\n\nWeights are the words' coefficients in the photo's code. Together the words "
            f"account for **{100 * res['fit']:.0f}%** of the code (its squared length); the rest is what "
            f"these {len(res['words'])} words do not describe.")
+    if res["familiar"] is False:
+        fit = ("⚠️ **This photo is unlike the photos the model learned from**: its words account for less of it "
+               "than for 95% of the Flickr8k dev photos, so they may be off.\n\n" + fit)
     return words, fit, [(p, f"distance {d:.2f}") for p, d in res["evidence"]]
 
 
@@ -101,7 +111,7 @@ def search(query, photo=None, k=12, request: gr.Request = None):
     except UserError as e:
         raise _err(e, request) from None
     return ([(p, f"distance {d:.2f}") for p, d in hits],
-            f"Searched for: **{format_query(terms, photo_weight)}** — {len(hits)} photos, nearest first "
+            f"Searched for: **{format_query(terms, photo_weight, service().model)}** — {len(hits)} photos, nearest first "
             "(distance in the joint space: smaller is closer)")
 
 
@@ -164,9 +174,11 @@ def end_session(request: gr.Request):
 
 def results_markdown():
     path = checkpoint.CHECKPOINTS_DIR / "eval_flickr8k_test.json"
-    lines = ["### The four models", "",
+    lines = ["### The four models, and the open-world one", "",
              "- **simple** — fixed random Johnson–Lindenstrauss projection `R`; word vectors `D` by least squares.",
-             "- **learn-all** — `D` and `R` learned together (L2 fit + L2 contrastive + word term; default).",
+             "- **learn-all** — `D` and `R` learned together (L2 fit + L2 contrastive + word term).",
+             "- **open-world** (default) — learn-all plus 627 ImageNet class words (columns regressed from the "
+             "network's own head) and 341 everyday COCO words (columns from GloVe); any common word can be searched.",
              "- **weak-tag** — trained on noisy tags (one caption's words, some dropped, some wrong) with a learned weight per word.",
              "- **baseline** — ImageNet classifier → GloVe vectors of the top classes → nearest vocabulary words.", ""]
     if path.is_file():
@@ -177,11 +189,18 @@ def results_markdown():
         for name, m in rep["models"].items():
             lines.append(f"| {name} | " + " | ".join((f"{m[c]:.0f}" if c.endswith("medr") else f"{m[c]:.3f}")
                                                      if c in m else "–" for c in cols) + " |")
+        if "objects" in rep:
+            lines += ["", f"### Naming objects: {rep['objects']['photos']} photos, one per ImageNet class", "",
+                      "| model | class word in 3 words | in 5 words |", "|---|---|---|"]
+            lines += [f"| {n} | {m['acc@3']:.3f} | {m['acc@5']:.3f} |" for n, m in rep["objects"].items() if n != "photos"]
+            lines += ["", "A coverage check, not a score: these photos were probably in the network's own training set."]
     lines += ["", "p@k/r@k: k-word summaries (sparse recovery) against the words of the photo's 5 captions. "
               "t2i: each caption's words as a word-sum query over the 1,000 test photos (L2).", "",
               "**Data and licenses.** Trained on Flickr8k (Hodosh, Young & Hockenmaier 2013, JAIR 47); its photos are "
               "not part of this app. CNN: EfficientNet-Lite0 with ImageNet weights (Apache-2.0). Text neighbours: "
-              "GloVe 6B 50d (Pennington, Socher & Manning 2014; PDDL). Gallery photos: see demo/gallery/ATTRIBUTION.md."]
+              "GloVe 6B 50d (Pennington, Socher & Manning 2014; PDDL). Everyday words: COCO captions (CC BY 4.0); "
+              "class hypernyms: WordNet 3.0 (Princeton University, WordNet license). Gallery photos: see "
+              "demo/gallery/ATTRIBUTION.md."]
     return "\n".join(lines)
 
 
@@ -196,9 +215,9 @@ def build():
                         photo = PhotoInput(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], label="Photo",
                                          elem_id="summ-photo")
                         k = gr.Slider(1, 8, value=3, step=1, label="Number of words (k)")
-                        model = gr.Dropdown([m for m in MODELS if m in checkpoint.list_checkpoints()],
-                                            value=service().model_name if service().model_name in MODELS
-                                            else checkpoint.DEFAULT_MODEL, label="Model")
+                        model = gr.Dropdown(checkpoint.list_checkpoints(), value=service().model_name
+                                            if service().model_name in checkpoint.list_checkpoints() else None,
+                                            label="Model")
                         go = gr.Button("Summarize", variant="primary", elem_id="summ-go")
                     with gr.Column():
                         words = gr.Label(label="Words — each one's share of the summary (not a probability)",
@@ -207,7 +226,7 @@ def build():
                         evidence = gr.Gallery(label="Nearest photos in the gallery", columns=3, height="auto",
                                               elem_id="summ-evidence")
                 gr.Examples(EXAMPLE_PHOTOS, inputs=photo, label="Example photos (click one)")
-                go.click(clear_results(3), None, [words, fit, evidence], queue=False, api_visibility="private").then(
+                go.click(clear_summary, None, [words, fit, evidence], queue=False, api_visibility="private").then(
                     summarize, [photo, k, model], [words, fit, evidence], api_name="summarize").failure(
                     failed, None, fit, api_visibility="private")
             with gr.Tab("Find images from words"):
@@ -218,15 +237,21 @@ def build():
                 with gr.Accordion("Optional: start from a photo ([photo] ± words)", open=False):
                     qphoto = PhotoInput(type="filepath", image_mode=None, label="Photo", height=200)
                 status = gr.Markdown(elem_id="search-status")
+                fixes = gr.Radio([], label="Did you mean (click to search)", visible=False, elem_id="search-fixes")
                 results = gr.Gallery(label="Results, nearest first", columns=6, height="auto", elem_id="search-results")
                 gr.Examples([["dog + grass"], ["snow + young"], ["beach + child"], ["dog - leash + ball"],
                              ["two people by the water"]], inputs=query, label="Try")
                 k_search = gr.Number(value=12, visible=False)
+                hide = gr.update(visible=False)
                 for trigger, name in ((search_btn.click, "search"), (query.submit, None)):
-                    trigger(clear_results(2), None, [results, status], queue=False, api_visibility="private").then(
+                    trigger(lambda: (None, "*Working…*", hide), None, [results, status, fixes], queue=False,
+                            api_visibility="private").then(
                         search, [query, qphoto, k_search], [results, status], api_name=name,
                         api_visibility="public" if name else "private").failure(
-                        failed, None, status, api_visibility="private")
+                        search_failed, None, [status, fixes], api_visibility="private")
+                fixes.input(lambda fix: (fix, hide), fixes, [query, fixes], api_visibility="private").then(
+                    search, [query, qphoto, k_search], [results, status], api_visibility="private").failure(
+                    search_failed, None, [status, fixes], api_visibility="private")
             with gr.Tab("Compare to Word2Vec neighbours"):
                 gr.Markdown("A word's **visual** neighbours (columns of the learned `D`: words whose photos look alike) "
                             "beside its **text** neighbours in GloVe 6B 50d (pretrained on Wikipedia + Gigaword text; "

@@ -19,13 +19,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from i2v.checkpoint import DEFAULT_MODEL  # noqa: E402  (the app's own model: one model loaded)
 
 
 async def summarize(client, base, photo, name):
     """One summarize through the HTTP API; returns the final event name ("complete" or "error")."""
     r = await client.post(base + "gradio_api/upload", files={"files": (name, photo, "image/jpeg")})
     r.raise_for_status()
-    payload = {"data": [{"path": r.json()[0], "meta": {"_type": "gradio.FileData"}}, 3, "learn-all"]}
+    payload = {"data": [{"path": r.json()[0], "meta": {"_type": "gradio.FileData"}}, 3, DEFAULT_MODEL]}
     r = await client.post(base + "gradio_api/call/summarize", json=payload)
     r.raise_for_status()
     event = None

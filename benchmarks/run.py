@@ -256,6 +256,7 @@ def bench_app_session():
     from gradio_client import Client, handle_file
 
     from i2v.appserver import running_app
+    from i2v.checkpoint import DEFAULT_MODEL
 
     photos = sorted(str(p) for p in (REPO / "demo" / "gallery").glob("*/*.jpg"))
     with tempfile.TemporaryDirectory() as home:
@@ -266,7 +267,7 @@ def bench_app_session():
             c = Client(url, verbose=False, download_files=False)
             firsts = {}
             for name, call in (("search", lambda: c.predict("dog + grass", None, 12, api_name="/search")),
-                               ("summarize", lambda: c.predict(handle_file(photos[0]), 3, "learn-all",
+                               ("summarize", lambda: c.predict(handle_file(photos[0]), 3, DEFAULT_MODEL,
                                                                api_name="/summarize")),
                                ("neighbours", lambda: c.predict("yellow", 10, api_name="/neighbours"))):
                 t = time.perf_counter()
@@ -275,7 +276,7 @@ def bench_app_session():
                 emit(f"app_first_{name}_s", firsts[name])
             emit("app_first_answer_max_s", max(firsts.values()))
             for p in photos[1:5]:
-                c.predict(handle_file(p), 3, "learn-all", api_name="/summarize")
+                c.predict(handle_file(p), 3, DEFAULT_MODEL, api_name="/summarize")
             for q in ("two dogs running on the beach", "snow"):
                 c.predict(q, None, 12, api_name="/search")
             c.predict("dog", 10, api_name="/neighbours")

@@ -12,7 +12,7 @@ from .atomic import atomic_path, write_bytes
 from .models import Image2Vec, vocab_from_config
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-DEFAULT_MODEL = "learn-all"  # the best model on the dev split (see checkpoints/eval_flickr8k_test.json)
+DEFAULT_MODEL = "open-world"  # learn-all + open-world words (README "Open-world words"); learn-all without them
 
 
 def default_name():

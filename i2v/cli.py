@@ -80,13 +80,28 @@ def cmd_eval(args):
 
     names = args.models.split(",") if args.models else None
     report = evaluate(names, args.format, args.data, images=args.images, split=args.split,
-                      train_data=args.train_data, cache_dir=args.cache, log=_log)
+                      train_data=args.train_data, cache_dir=args.cache, objects=args.objects, log=_log)
     _print_table(report["models"])
+    if "objects" in report:
+        print(f"\nobject naming, {report['objects']['photos']} photos (one per ImageNet class; likely seen by the backbone):")
+        for name, m in report["objects"].items():
+            if name != "photos":
+                print(f"{name:22s}  acc@3 {m['acc@3']:.3f}  acc@5 {m['acc@5']:.3f}")
     if args.record:
         record_report(report, args.format, args.data, args.split)
     if args.json:
         write_bytes(args.json, json.dumps(report, indent=1) + "\n")
         _log(f"wrote {args.json}")
+    return 0
+
+
+def cmd_extend(args):
+    from .pipeline import extend_vocabulary
+
+    model = extend_vocabulary(args.model, args.out, coco=args.coco, min_images=args.min_images, cache_dir=args.cache,
+                              command="python -m i2v " + " ".join(args.argv), log=_log)
+    print(json.dumps(dict(model.config["open_vocabulary"], source_weights=model.config["source_weights"],
+                          unfamiliar_fit=model.config["unfamiliar_fit"])))
     return 0
 
 
@@ -98,8 +113,9 @@ def _print_table(rows):
 
 
 def summary_json(photo, summary):
-    return {"image": str(photo), "words": [{"word": w, "weight": round(c, 4)} for w, c in summary["words"]],
-            "fit": round(summary["fit"], 4)}
+    return {"image": str(photo), "words": [{"word": w, "weight": round(c, 4), "source": summary["sources"][w]}
+                                           for w, c in summary["words"]],
+            "fit": round(summary["fit"], 4), "familiar": summary["familiar"]}
 
 
 def cmd_summarize(args):
@@ -137,7 +153,7 @@ def cmd_search(args):
     index, model = load_index(args.index, args.model)
     q, terms, photo_weight = query_vector(model, args.query, photo=args.photo)
     hits = search([index], q, args.k)
-    _log(f"searched for: {format_query(terms, photo_weight)}")
+    _log(f"searched for: {format_query(terms, photo_weight, model)}")
     if args.json:
         print(json.dumps([{"path": p, "distance": round(d, 4)} for p, d in hits], indent=1))
     else:
@@ -215,7 +231,18 @@ def build_parser():
     p.add_argument("--train-data", help="training data for the references (default: the one recorded in the checkpoint)")
     p.add_argument("--json", help="write the report to this file")
     p.add_argument("--record", action="store_true", help="also store each model's scores in its config.json")
+    p.add_argument("--objects", help="also name objects: a folder with labels.tsv + images/ (e.g. imagenet_samples)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("extend", help="open-world words: add ImageNet class words and everyday words to a model",
+                       description="Give ImageNet class words (from the network's head) and everyday caption words "
+                                   "(from GloVe) columns of D; their weights are chosen on the Flickr8k dev split.")
+    p.add_argument("--model", default=None, help="the model to extend (default: the default model)")
+    p.add_argument("--coco", required=True, help="a COCO captions .json (its text: the everyday words)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (e.g. checkpoints/open-world)")
+    p.add_argument("--min-images", type=int, default=5, help="keep everyday words named by >= N photos")
+    p.add_argument("--cache", help="feature cache folder")
+    p.set_defaults(func=cmd_extend)
 
     p = sub.add_parser("summarize", help="summarize photos in k words",
                        description="Summarize each photo in k words by sparse recovery (OMP).")

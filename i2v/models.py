@@ -54,8 +54,10 @@ class Image2Vec:
 
     @property
     def atoms(self):
-        """Effective word vectors D * word_weights (d, V): what word sums and OMP use."""
-        return self.arrays["D"] * self.arrays["word_weights"][None, :]
+        """Effective word vectors D * word_weights (d, V): what word sums and OMP use (cached)."""
+        if getattr(self, "_atoms", None) is None:
+            self._atoms = self.arrays["D"] * self.arrays["word_weights"][None, :]
+        return self._atoms
 
     @property
     def gram_(self):
@@ -77,8 +79,37 @@ class Image2Vec:
         """Query vector sum_w weight_w * atom_w, (d,). terms: list of (word, weight)."""
         q = np.zeros(self.dim, np.float32)
         for word, weight in terms:
-            q += float(weight) * self.atoms[:, self.word_index(word)]
+            q += float(weight) * self.word_atom(word)
         return q
+
+    def word_atom(self, word):
+        """A word's effective vector (d,): its column times its weight; for a word outside the
+        vocabulary that GloVe knows, its column through the word map (open-world models only)."""
+        if word in self.vocab:
+            return self.atoms[:, self.vocab.index[word]]
+        if "word_map" in self.arrays:
+            from .wordvec import load_glove
+
+            kv = load_glove()
+            if word in kv.key_to_index:
+                col = self.arrays["word_map"] @ kv[word]
+                weight = float(self.config.get("source_weights", {}).get("word-vectors", 1.0))
+                return (weight * col / max(np.linalg.norm(col), 1e-12)).astype(np.float32)
+        raise KeyError(f"{word!r} is not in the model's vocabulary of {len(self.vocab)} words")
+
+    def word_source(self, word):
+        """Where a word's column comes from: "captions", "imagenet" or "word-vectors"."""
+        return self.vocab.source(word) if word in self.vocab else "word-vectors"
+
+    def knows(self, word):
+        """True for vocabulary words and, in open-world models, for the common words GloVe knows."""
+        if word in self.vocab:
+            return True
+        if "word_map" not in self.arrays:
+            return False
+        from .wordvec import is_common
+
+        return is_common(word)
 
     def most_down_weighted(self, n=20):
         """[(word, weight)] of the `n` smallest learned word weights ([] when all weights are 1)."""
@@ -181,7 +212,11 @@ def vocab_from_config(vocab_json):
     words = set(vocab_json["words"])
     if not isinstance(forms, dict) or not all(isinstance(t, str) and v in words for t, v in forms.items()):
         raise ValueError("vocab: forms must map strings to vocabulary words")
-    return Vocab(list(vocab_json["words"]), [int(c) for c in counts], dict(forms))
+    sources = vocab_json.get("sources")
+    if sources is not None and (not isinstance(sources, list) or len(sources) != len(vocab_json["words"])
+                                or not all(s in ("captions", "imagenet", "word-vectors") for s in sources)):
+        raise ValueError("vocab: sources must list captions / imagenet / word-vectors, one per word")
+    return Vocab(list(vocab_json["words"]), [int(c) for c in counts], dict(forms), sources)
 
 
 def _check_model(model):
@@ -194,6 +229,8 @@ def _check_model(model):
         raise ValueError(f"D: shape {shape}, expected (d, {V}) for a vocabulary of {V} words")
     d = a["D"].shape[0]
     expected = {"word_weights": (V,)}
+    if "word_map" in a:
+        expected["word_map"] = (d, a["word_map"].shape[-1])
     if model.kind == "baseline":
         expected["class_vectors"] = (d, 1000)
     else:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,13 @@ K_RANGES = {"summarize": (1, 8), "search": (1, 100), "neighbours": (1, 100)}
 
 
 class UserError(ValueError):
-    """A message for the person using the tool (bad photo, unknown word, empty query, bad k...)."""
+    """A message for the person using the tool (bad photo, unknown word, empty query, bad k...).
+
+    `.fixes`: queries the person may have meant (unknown words replaced by suggestions)."""
+
+    def __init__(self, message, fixes=()):
+        super().__init__(message)
+        self.fixes = list(fixes)
 
 
 def check_k(k, action):
@@ -141,10 +148,14 @@ def train(kind, fmt, data, *, out, images=None, split=None, cache_dir=None, min_
 
 
 # -- evaluate -------------------------------------------------------------------------------
-def evaluate(model_names, fmt, data, *, images=None, split=None, train_data=None, cache_dir=None, log=print):
+def evaluate(model_names, fmt, data, *, images=None, split=None, train_data=None, cache_dir=None, objects=None,
+             log=print):
     """Score models (and the references, fit on the first model's training data) on a dataset.
 
-    Returns the report: {"test_data": ..., "models": {name: metrics}, "references_trained_on": ...}.
+    objects : optional folder with labels.tsv + images/ (one photo per ImageNet class): adds the
+    object-naming table (`name_objects`).
+    Returns the report: {"test_data": ..., "models": {name: metrics}, "references_trained_on": ...,
+    "objects": ...}.
     """
     from .data import load_dataset
     from .evaluate import references, score_model
@@ -177,7 +188,41 @@ def evaluate(model_names, fmt, data, *, images=None, split=None, train_data=None
         report["references_trained_on"] = dict(tr.summary(), split=rec.get("split"))
     else:
         log(f"training data {train_path!r} not found: references left out (use --train-data)")
+    if objects:
+        report["objects"] = name_objects(models, objects, cache_dir=cache_dir)
     return report
+
+
+def name_objects(models, folder, *, cache_dir=None):
+    """Object naming on one photo per ImageNet class (`folder`/labels.tsv + images/): the share of
+    photos whose k summary words include a word of their class (its name, a synonym or its nearest
+    caption-word hypernym, `i2v/imagenet_words.tsv`), k = 3 and 5.
+
+    The photos are probably in the backbone's own training set: a coverage check, not a score to tune.
+    """
+    import csv
+
+    from .openvocab import load_class_words
+
+    try:
+        with open(Path(folder) / "labels.tsv", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        paths = [str(Path(folder) / "images" / r["file"]) for r in rows]
+        classes = [int(r["class_index"]) for r in rows]
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"cannot read {folder}/labels.tsv: {e}") from None
+    feats, logits, ok, _ = extract(paths, cache_dir=cache_dir, progress=False)
+    class_words = load_class_words()
+    out = {"photos": len(ok)}
+    for name, model in (models.items() if isinstance(models, dict) else ((m.name, m) for m in models)):
+        codes = model.encode(feats, logits)
+        row = {}
+        for k in (3, 5):
+            summaries, _ = model.summarize_codes(codes, k)
+            row[f"acc@{k}"] = float(np.mean([bool({w for w, _ in s} & set(class_words[classes[i]]))
+                                             for s, i in zip(summaries, ok)]))
+        out[name] = row
+    return out
 
 
 def record_report(report, fmt, data, split):
@@ -186,6 +231,103 @@ def record_report(report, fmt, data, split):
     for name, metrics in report["models"].items():
         if not name.startswith("ref:"):
             checkpoint.record_metrics(name, key, metrics)
+
+
+# -- open-world vocabulary ------------------------------------------------------------------
+def everyday_words(coco_json, *, min_images=5, cache_dir=None):
+    """{word: number of photos} of the nouns/adjectives that >= `min_images` photos' captions use
+    in a COCO captions file (its text only: no pixels are needed)."""
+    from collections import Counter
+
+    from .data import Dataset
+
+    try:
+        doc = json.loads(Path(coco_json).read_text())
+        by_image = {}
+        for a in doc["annotations"]:
+            by_image.setdefault(a["image_id"], []).append(str(a["caption"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read COCO captions {coco_json}: {e}") from None
+    words, _ = tagged_words(Dataset(list(map(str, by_image)), list(by_image.values()), source=str(coco_json)),
+                            cache_dir)
+    counts = Counter(w for caps in words for w in {w for c in caps for w in c})
+    return {w: n for w, n in counts.items() if n >= min_images}
+
+
+def extend_vocabulary(model_name, out, *, coco, min_images=5, cache_dir=None, command=None, log=print):
+    """Write an open-world version of a model to `out`: its words plus ImageNet class words and
+    everyday (COCO caption) words, each with a column of D (see `i2v.openvocab`); the weight of
+    each new source is the largest that keeps Flickr8k dev P@3 within DEV_TOLERANCE."""
+    from .data import load_dataset
+    from .evaluate import precision_recall_at_k, truth_sets
+    from .models import Image2Vec
+    from .openvocab import (DEV_TOLERANCE, class_word_targets, fit_word_map, load_class_words, mapped_columns,
+                            regress_columns)
+    from .text import Vocab
+    from .wordvec import load_glove
+
+    model = load_model(model_name)
+    rec = model.config.get("train_data", {})
+    data = rec.get("data") if rec.get("data") and Path(rec["data"]).exists() else rec.get("data_abs")
+    if rec.get("format") not in ("flickr8k", "flickr30k") or not data or not Path(data).exists():
+        raise UserError("extend needs the Flickr folder the model was trained on (its dev split chooses the weights)")
+    ptr = prepare(load_dataset(rec["format"], data, images=rec.get("image_dir"), split=rec.get("split")),
+                  cache_dir=cache_dir)
+    pdev = prepare(load_dataset(rec["format"], data, images=rec.get("image_dir"), split="dev"), cache_dir=cache_dir)
+    kv, class_words = load_glove(), load_class_words()
+    old = set(model.vocab.words)
+    inet = sorted({w for ws in class_words.values() for w in ws if w in kv} - old)
+    wv = sorted(w for w in everyday_words(coco, min_images=min_images, cache_dir=cache_dir)
+                if w not in old and w not in set(inet) and w in kv)
+    log(f"{len(old)} caption words, {len(inet)} ImageNet class words, {len(wv)} everyday words from word vectors")
+    cols = {"imagenet": regress_columns(model.encode(ptr.features, ptr.logits),
+                                        class_word_targets(ptr.logits, class_words, inet))}
+    have = [w for w in model.vocab.words if w in kv]
+    word_map = fit_word_map(np.stack([kv[w] for w in have + inet]),
+                            np.concatenate([model.D[:, [model.vocab.index[w] for w in have]], cols["imagenet"]], 1))
+    cols["word-vectors"] = mapped_columns(word_map, np.stack([kv[w] for w in wv]))
+    new = {"imagenet": inet, "word-vectors": wv}
+
+    def build(weights):
+        words, D, ww, sources = list(model.vocab.words), [model.D], [model.arrays["word_weights"]], []
+        for src, a in weights.items():
+            if a > 0:
+                words += new[src]
+                D.append(cols[src])
+                ww.append(np.full(len(new[src]), a, np.float32))
+                sources += [src] * len(new[src])
+        vocab = Vocab(words, list(model.vocab.counts) + [0] * len(sources), dict(model.vocab.forms),
+                      list(model.vocab.sources) + sources)
+        arrays = dict(model.arrays, D=np.concatenate(D, 1), word_weights=np.concatenate(ww), word_map=word_map)
+        return Image2Vec(model.kind, vocab, arrays, dict(model.config, source_weights=dict(weights)))
+
+    dev_codes = model.encode(pdev.features, pdev.logits)
+
+    def dev_p3(m):
+        summaries, fit = m.summarize_codes(dev_codes, 3)
+        return precision_recall_at_k([[w for w, _ in s] for s in summaries], truth_sets(pdev.captions, m.vocab), 3)[0], fit
+
+    base, _ = dev_p3(model)
+    weights = {"imagenet": 0.0, "word-vectors": 0.0}
+    for src in weights:  # the largest weight that holds dev P@3
+        for a in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5):
+            p3, _ = dev_p3(build(dict(weights, **{src: a})))
+            log(f"dev P@3 with {src} weight {a}: {p3:.3f} (original {base:.3f})")
+            if p3 < base - DEV_TOLERANCE:
+                break
+            weights[src] = a
+    extended = build(weights)
+    p3, fit = dev_p3(extended)
+    extended.config.update(
+        unfamiliar_fit=round(float(np.percentile(fit, 5)), 4),  # 95 % of dev photos are explained better
+        open_vocabulary={"from": str(model.name), "dev_p@3": round(p3, 4), "dev_p@3_original": round(base, 4),
+                         "words": {s: int(sum(x == s for x in extended.vocab.sources)) for s in ("captions", "imagenet",
+                                                                                             "word-vectors")},
+                         "everyday_words": f"{Path(coco).name}, >= {min_images} photos"})
+    if command:
+        extended.config["command"] = command
+    checkpoint.save(extended, out)
+    return extended
 
 
 # -- photo -> code --------------------------------------------------------------------------
@@ -205,9 +347,13 @@ def encode_photo(model, photo):
 
 
 def summarize(model, code, k=3):
-    """{"words": [(word, weight)], "fit": share of the code's squared norm the words explain}."""
+    """{"words": [(word, weight)], "fit": share of the code's squared norm the words explain,
+    "sources": {word: where its vector comes from}, "familiar": False when the fit is below what
+    95 % of the dev photos reach (the photo is unlike the training photos; None: no threshold)}."""
     words, fit = model.summarize_codes(np.asarray(code)[None], check_k(k, "summarize"))
-    return {"words": words[0], "fit": float(fit[0])}
+    threshold = model.config.get("unfamiliar_fit")
+    return {"words": words[0], "fit": float(fit[0]), "sources": {w: model.word_source(w) for w, _ in words[0]},
+            "familiar": None if threshold is None else bool(fit[0] >= threshold)}
 
 
 def summarize_photos(model, photos, k=3):
@@ -232,9 +378,11 @@ def query_vector(model, text, photo=None):
         terms, photo_weight = [], 1.0
     else:
         try:
-            terms, photo_weight = resolve(text, model.vocab, allow_photo=photo is not None)
+            terms, photo_weight = resolve(text, model.vocab, allow_photo=photo is not None, known=model.knows)
         except QueryError as e:
-            raise UserError(str(e)) from None
+            fixes = [re.sub(rf"(?<![a-z]){re.escape(w)}(?![a-z])", s, text, count=1, flags=re.I)
+                     for w, s in e.replacements]
+            raise UserError(str(e), list(dict.fromkeys(f for f in fixes if f != text))[:6]) from None
     q = model.word_sum(terms)
     if photo is not None:
         photo_weight = photo_weight or 1.0
@@ -246,9 +394,15 @@ def query_vector(model, text, photo=None):
     return q, terms, photo_weight
 
 
-def format_query(terms, photo_weight=0.0):
-    """The query as a person would write it: '[photo] - snow + beach', '2*dog + grass'."""
+def format_query(terms, photo_weight=0.0, model=None):
+    """The query as a person would write it: '[photo] - snow + beach', '2*dog + grass'; with a
+    model, words without photos of their own say where their vector comes from."""
     parts = ([(PHOTO, photo_weight)] if photo_weight else []) + list(terms)
+    if model is not None:
+        from .openvocab import SOURCE_LABELS
+
+        parts = [(t if t == PHOTO or model.word_source(t) == "captions" else
+                  f"{t} ({SOURCE_LABELS[model.word_source(t)]})", w) for t, w in parts]
     out = ""
     for i, (t, w) in enumerate(parts):
         sign = "-" if w < 0 else "+"

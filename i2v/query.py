@@ -13,7 +13,14 @@ _TERM = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([^\s*+\-]+(?:\s+[^\s*+\
 
 
 class QueryError(ValueError):
-    """A query that cannot be turned into a vector; the message says what to change."""
+    """A query that cannot be turned into a vector; the message says what to change.
+
+    `.replacements` lists (unknown word, suggested word) pairs a front end can offer as fixes.
+    """
+
+    def __init__(self, message, replacements=()):
+        super().__init__(message)
+        self.replacements = list(replacements)
 
 
 def parse(text):
@@ -80,12 +87,15 @@ def suggest(word, vocab, k=5):
     return out[: 2 * k]
 
 
-def resolve(text, vocab, *, allow_photo=False):
+def resolve(text, vocab, *, allow_photo=False, known=None):
     """Parse `text` and map its words onto the vocabulary.
+
+    known : optional callable word -> bool for words outside `vocab` the model can still place
+    (open-world models: common words GloVe knows); used for terms and one-word queries.
 
     Returns
     -------
-    terms : list of (word, weight) with every word in `vocab`.
+    terms : list of (word, weight) with every word in `vocab` or accepted by `known`.
     photo_weight : float, weight of the photo term (0.0 when the query has none).
     """
     terms, free = parse(text)
@@ -97,18 +107,25 @@ def resolve(text, vocab, *, allow_photo=False):
         tokens = re.findall(r"[a-z]+", " ".join(t for t, _ in terms).lower())
         found = [w for w in (vocab.lemma(t) for t in tokens) if w]
         found = list(dict.fromkeys(found))
+        if not found and len(tokens) == 1 and known and known(tokens[0]):
+            found = tokens
         if not found:
             unknown = ", ".join(repr(t) for t, _ in terms[:5])
-            hints = [s for t, _ in terms[:3] for s in suggest(t.lower(), vocab, 3)]
-            raise QueryError(f"no known word in {unknown}" + (f"; try: {', '.join(dict.fromkeys(hints))}" if hints else
-                                                             "; try everyday words such as dog, beach, snow, red"))
+            pairs = [(t, s) for t, _ in terms[:3] for s in suggest(t.lower(), vocab, 3)]
+            hints = list(dict.fromkeys(s for _, s in pairs))
+            raise QueryError(f"no known word in {unknown}" + (f"; try: {', '.join(hints)}" if hints else
+                                                             "; try everyday words such as dog, beach, snow, red"),
+                             pairs)
         return [(w, 1.0) for w in found], photo_weight
     out = []
     for word, weight in terms:
         cand = vocab.lemma(word) if " " not in word and word.isprintable() else None
+        if cand is None and known and word.isalpha() and known(word):
+            cand = word
         if cand is None:
             hints = suggest(word, vocab)
-            raise QueryError(f"unknown word {word!r}" + (f"; closest known words: {', '.join(hints)}" if hints else ""))
+            raise QueryError(f"unknown word {word!r}" + (f"; closest known words: {', '.join(hints)}" if hints else ""),
+                             [(word, h) for h in hints])
         out.append((cand, weight))
     if not out and not photo_weight:
         raise QueryError("the query has no words: type words such as 'dog + grass'")

@@ -83,9 +83,15 @@ class Vocab:
     words: list  # index -> word
     counts: list  # number of training images whose captions name the word
     forms: dict = field(default_factory=dict)  # inflected form seen in captions -> its word ("dogs" -> "dog")
+    sources: list = None  # per word: "captions", "imagenet" or "word-vectors" (see i2v.openvocab)
 
     def __post_init__(self):
         self.index = {w: i for i, w in enumerate(self.words)}
+        if self.sources is None:
+            self.sources = ["captions"] * len(self.words)
+
+    def source(self, word):
+        return self.sources[self.index[word]]
 
     def __len__(self):
         return len(self.words)
@@ -112,11 +118,13 @@ class Vocab:
         out = {"words": list(self.words), "counts": [int(c) for c in self.counts]}
         if self.forms:
             out["forms"] = dict(sorted(self.forms.items()))
+        if any(s != "captions" for s in self.sources):
+            out["sources"] = list(self.sources)
         return out
 
     @classmethod
     def from_json(cls, d):
-        return cls(list(d["words"]), list(d["counts"]), dict(d.get("forms") or {}))
+        return cls(list(d["words"]), list(d["counts"]), dict(d.get("forms") or {}), d.get("sources"))
 
 
 def best_forms(forms, vocab_words):

@@ -3,6 +3,7 @@ import numpy as np
 
 GLOVE_NAME = "GloVe 6B 50d (Wikipedia + Gigaword, Pennington et al. 2014)"
 _KV = None
+_BLOCK = 50_000
 
 
 class WordVectors:
@@ -17,10 +18,11 @@ class WordVectors:
         self.key_to_index = {w: i for i, w in enumerate(self.index_to_key)}
         self.vectors = vectors  # may be memory-mapped: only the rows read are loaded
         self.vector_size = self.vectors.shape[1]
-        self._unit = np.empty(self.vectors.shape, np.float32)
-        for s in range(0, len(vectors), 50_000):  # in blocks: no full-size temporary
-            v = np.asarray(vectors[s:s + 50_000], np.float32)
-            self._unit[s:s + 50_000] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        # unit vectors held in float16 (40 MB for GloVe's 400k words), used in float32 blocks
+        self._unit = np.empty(self.vectors.shape, np.float16)
+        for s in range(0, len(vectors), _BLOCK):  # in blocks: no full-size temporary
+            v = np.asarray(vectors[s:s + _BLOCK], np.float32)
+            self._unit[s:s + _BLOCK] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
     def __contains__(self, word):
         return word in self.key_to_index
@@ -31,7 +33,8 @@ class WordVectors:
     def most_similar(self, word, topn=10):
         """[(word, cosine)] of the `topn` nearest words to `word` (itself left out); KeyError if unknown."""
         j = self.key_to_index[word]
-        sims = self._unit @ self._unit[j]
+        u = self._unit[j].astype(np.float32)
+        sims = np.concatenate([self._unit[s:s + _BLOCK].astype(np.float32) @ u for s in range(0, len(self._unit), _BLOCK)])
         sims[j] = -np.inf
         top = np.argpartition(-sims, topn)[:topn]
         top = top[np.argsort(-sims[top], kind="stable")]
@@ -76,6 +79,14 @@ def _glove_words(root, n):
         except OSError:  # a cache is optional
             pass
     return words
+
+
+COMMON_WORDS = 100_000  # GloVe lists words by frequency: rarer ones are mostly typos, codes and names
+
+
+def is_common(word):
+    """True for a word among GloVe's COMMON_WORDS most frequent (a query word the model may place)."""
+    return load_glove().key_to_index.get(word, COMMON_WORDS) < COMMON_WORDS
 
 
 def phrase_vector(kv, phrase):

@@ -50,6 +50,22 @@ def tiny_images(tmp_path):
     return d, names
 
 
+@pytest.fixture
+def tiny_flickr(tmp_path, tiny_images, monkeypatch):
+    """A Flickr8k-format folder over the six tiny images (train: all, dev and test: the first 3);
+    the feature cache goes to tmp_path/cache."""
+    monkeypatch.setenv("I2V_CACHE", str(tmp_path / "cache"))
+    d, names = tiny_images
+    (d.parent / "images").symlink_to(d)
+    colours = ["red", "blue", "green"]
+    lines = [f"{n}#{j}\tA {colours[i % 3]} square on a white wall ." for i, n in enumerate(names) for j in range(5)]
+    (d.parent / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    (d.parent / "Flickr_8k.trainImages.txt").write_text("\n".join(names) + "\n")
+    for split in ("dev", "test"):
+        (d.parent / f"Flickr_8k.{split}Images.txt").write_text("\n".join(names[:3]) + "\n")
+    return d.parent
+
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 

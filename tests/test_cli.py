@@ -64,26 +64,19 @@ def test_neighbours_prompt(monkeypatch, capsys):
     assert "visual neighbours of 'yellow'" in out and "GloVe" in out and "error: 'qwxzv'" in out
 
 
-def test_train_and_eval_on_a_tiny_flickr_folder(tmp_path, capsys, monkeypatch, tiny_images):
-    monkeypatch.setenv("I2V_CACHE", str(tmp_path / "cache"))
-    d, names = tiny_images
-    (d.parent / "images").symlink_to(d)
-    colours = ["red", "blue", "green"]
-    lines = [f"{n}#{j}\tA {colours[i % 3]} square on a white wall ." for i, n in enumerate(names) for j in range(5)]
-    (d.parent / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
-    (d.parent / "Flickr_8k.trainImages.txt").write_text("\n".join(names) + "\n")
-    (d.parent / "Flickr_8k.testImages.txt").write_text("\n".join(names[:3]) + "\n")
-    assert main(["features", "--data", str(d.parent), "--format", "flickr8k"]) == 0
+def test_train_and_eval_on_a_tiny_flickr_folder(tmp_path, capsys, tiny_flickr):
+    folder = tiny_flickr
+    assert main(["features", "--data", str(folder), "--format", "flickr8k"]) == 0
     assert json.loads(capsys.readouterr().out)["extracted"] == 6
     for kind in ("simple", "learn-all"):
-        rc = main(["train", "--model", kind, "--data", str(d.parent), "--format", "flickr8k",
+        rc = main(["train", "--model", kind, "--data", str(folder), "--format", "flickr8k",
                    "--out", str(tmp_path / kind), "--min-count", "1", "--dim", "8", "--epochs", "2"])
         assert rc == 0
         cfg = json.loads((tmp_path / kind / "config.json").read_text())
         assert cfg["train_data"]["split"] == "train" and cfg["train_data"]["images"] == 6
         assert set(cfg["vocab"]["words"]) >= {"square", "wall", "white"}
     out = tmp_path / "report.json"
-    rc = main(["eval", "--data", str(d.parent), "--format", "flickr8k", "--split", "test",
+    rc = main(["eval", "--data", str(folder), "--format", "flickr8k", "--split", "test",
                "--models", f"{tmp_path / 'simple'},{tmp_path / 'learn-all'}", "--json", str(out)])
     assert rc == 0
     rep = json.loads(out.read_text())

@@ -53,5 +53,5 @@ def test_word_vectors_most_similar_matches_brute_force():
         sims = unit @ unit[j]
         ref = [i for i in np.argsort(-sims, kind="stable") if i != j][:5]
         assert [w for w, _ in got] == [f"w{i}" for i in ref]
-        np.testing.assert_allclose([s for _, s in got], sims[ref], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([s for _, s in got], sims[ref], atol=2e-3)  # unit vectors kept in float16
     assert "w3" in kv and "zz" not in kv and kv["w3"].shape == (8,)
