@@ -121,7 +121,9 @@ def neighbours(word, k=10):
     except UserError as e:
         raise _err(e) from None
     n = max(len(res["visual"]), len(res["text"]))
+    model = service().model
     rows = [[i + 1, *(res["visual"][i] if i < len(res["visual"]) else ["", None]),
+             SOURCE_LABELS[model.word_source(res["visual"][i][0])] if i < len(res["visual"]) else "",
              *(res["text"][i] if i < len(res["text"]) else ["", None])] for i in range(n)]
     note = " ".join(v for k_, v in res.items() if k_.endswith("_error"))
     return rows, neighbour_map(service().model, res), note
@@ -260,7 +262,7 @@ def build():
                     word = gr.Textbox(label="Word", value="yellow", scale=4, elem_id="nb-word")
                     nb_btn = gr.Button("Compare", variant="primary", scale=1, elem_id="nb-go")
                 nb_note = gr.Markdown()
-                table = gr.Dataframe(headers=["#", "visual neighbour", "cosine", "GloVe neighbour", "cosine"],
+                table = gr.Dataframe(headers=["#", "visual neighbour", "cosine", "its vector", "GloVe neighbour", "cosine"],
                                      label="Neighbours", elem_id="nb-table")
                 gr.Markdown("2-D map of the neighbourhood in both spaces (PCA of the vectors):")
                 plot = gr.Plot(show_label=False)

@@ -42,7 +42,7 @@ def test_handlers_as_functions(app_module, tmp_path):
     hits, status = app_module.search("[photo] - snow + beach", china, 5)
     assert len(hits) == 5
     rows, fig, note = app_module.neighbours("yellow", 10)
-    assert len(rows) == 10 and rows[0][1] and rows[0][3] == "red" and fig is not None
+    assert len(rows) == 10 and rows[0][1] and rows[0][4] == "red" and fig is not None
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"%PDF-1.4 not an image")
     for call in (lambda: app_module.summarize(str(bad), 3, None), lambda: app_module.summarize(None, 3, None),

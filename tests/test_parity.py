@@ -100,6 +100,6 @@ def test_neighbours_same_words_or_same_error(app, capsys, word, k):
         nb = json.loads(out)
         rows = res[0]["data"]
         assert [r[1] for r in rows if r[1]] == [w for w, _ in nb["visual"]]
-        assert [r[3] for r in rows if r[3]] == [w for w, _ in nb["text"]]
+        assert [r[4] for r in rows if r[4]] == [w for w, _ in nb["text"]]
     else:
         assert app_err is not None and error_line(err) == app_err
