@@ -147,6 +147,14 @@ def cmd_index(args):
     return 0
 
 
+def cmd_compress(args):
+    from .pipeline import compress_index
+
+    ix = compress_index(args.index, args.out, log=_log)
+    print(json.dumps({"index": args.out, "photos": len(ix), "lists": ix.header["nlist"], "nprobe": ix.header["nprobe"]}))
+    return 0
+
+
 def cmd_search(args):
     from .pipeline import format_query, load_index, query_vector, search
 
@@ -261,6 +269,13 @@ def build_parser():
     p.add_argument("--raw-l2", action="store_true",
                    help="L2 on raw codes (best for photos like the training set); default: unit-length codes")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("compress", help="a compressed copy of an index for large collections (search only)",
+                       description="IVF-PQ in memory (~45 bytes a photo) with exact re-ranking from disk; "
+                                   "`search` and the app load it like any index.")
+    p.add_argument("index", help="an index folder from `index`")
+    p.add_argument("--out", required=True, help="folder for the compressed index")
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("search", help="find photos from words",
                        description="Query language: 'snow + young', 'dog - leash + ball', '2*dog + 0.5*grass', "

@@ -49,7 +49,12 @@ def build_faiss(codes, *, exact=None, nlist=None, nprobe=None, seed=0):
 
 
 class GalleryIndex:
-    """Codes of a photo collection with their file table. `search(q, k) -> [(path, dist)]`."""
+    """Codes of a photo collection with their file table. `search(q, k) -> [(path, dist)]`.
+
+    `load` returns a `i2v.compressed.CompressedIndex` for a folder holding a compressed index.
+    """
+
+    compressed = False
 
     def __init__(self, dim, model_name, codes=None, paths=(), sizes=(), mtimes=(), faiss_index=None, normalize=True):
         self.dim, self.model_name, self.normalize = int(dim), model_name, bool(normalize)
@@ -110,6 +115,12 @@ class GalleryIndex:
     def code_of(self, path):
         return self.codes[self.paths.index(path)]
 
+    def path_of(self, row):
+        return self.paths[row]
+
+    def code_of_row(self, row):
+        return self.codes[row]
+
     # -- disk --------------------------------------------------------------------------------
     def save(self, folder):
         """Write `folder/index.npz` atomically."""
@@ -139,6 +150,10 @@ class GalleryIndex:
                 header = json.loads(str(z["header"]))
                 if not isinstance(header, dict) or not isinstance(header.get("dim"), int) or header["dim"] < 1:
                     raise ValueError("header: expected an object with a positive 'dim'")
+                if header.get("kind") == "compressed":  # a large collection (see i2v.compressed)
+                    from .compressed import CompressedIndex
+
+                    return CompressedIndex.load(folder, header)
                 codes, paths = z["codes"], z["paths"].tolist()
                 sizes, mtimes = z["sizes"].tolist(), z["mtimes"].tolist()
                 if codes.ndim != 2 or codes.shape != (len(paths), header["dim"]) or not \

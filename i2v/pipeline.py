@@ -425,6 +425,9 @@ def open_index(folder, model, *, normalize=True, log=None):
         if log:
             log(f"{e}; rebuilding it")
         index = None
+    if index is not None and index.compressed:
+        raise UserError(f"{folder} holds a compressed index (search only): index into another folder, then "
+                        f"`python -m i2v compress` it")
     if index is not None and not index.is_current(model, normalize):
         if log:
             log(f"index {folder} holds codes of another model or distance; rebuilding it")
@@ -534,6 +537,24 @@ def load_index(folder, model_name=None):
 SAME_PHOTO = 0.1  # unit codes closer than this are one photo (re-encoded copies: 0.02-0.04; others > 0.6)
 
 
+def compress_index(src, out, *, log=print):
+    """Write a compressed copy (IVF-PQ + re-ranking, `i2v.compressed`) of the index in `src` to `out`.
+
+    Returns the CompressedIndex. For collections above a few hundred thousand photos."""
+    from .compressed import build_compressed
+
+    if Path(out).resolve() == Path(src).resolve():
+        raise UserError("compress writes a new folder: give an --out other than the source index")
+    index = GalleryIndex.load(src)
+    if index.compressed:
+        raise UserError(f"{src} is already compressed")
+    step = 100_000
+    shards = ((index.paths[s:s + step], index.codes[s:s + step]) for s in range(0, len(index), step))
+    with index_lock(out, log):
+        return build_compressed(shards, out, dim=index.dim, model_name=index.model_name, fingerprint=index.fingerprint,
+                                normalize=index.normalize, expected=len(index), log=log)
+
+
 def search(indexes, q, k):
     """[(path, distance)] nearest first over one or more indexes.
 
@@ -543,8 +564,8 @@ def search(indexes, q, k):
     from .models import normalize_rows
 
     k = check_k(k, "search")
-    hits = [(d, path, normalize_rows(index.codes[row])) for index in indexes
-            for row, d in index.search_rows(q, k) for path in [index.paths[row]]]
+    hits = [(d, index.path_of(row), normalize_rows(index.code_of_row(row))) for index in indexes
+            for row, d in index.search_rows(q, k)]
     kept, seen = [], set()
     for d, path, code in sorted(hits, key=lambda h: h[0]):
         if path in seen or (len(indexes) > 1 and any(np.linalg.norm(code - c) < SAME_PHOTO for _, _, c in kept)):

@@ -8,7 +8,8 @@ from i2v.cli import build_parser, main
 from conftest import need_flickr, sample_photos
 
 
-@pytest.mark.parametrize("command", ["features", "train", "eval", "summarize", "index", "search", "neighbours"])
+@pytest.mark.parametrize("command", ["features", "train", "eval", "extend", "summarize", "index", "compress", "search",
+                                     "neighbours"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
