@@ -135,16 +135,52 @@ def bench_compressed(base, n, sigma, queries, truth, tmp, label):
     emit(f"{label}_compressed_p95_ms_1thread", 1000 * float(np.percentile(ts, 95)))
 
 
+def bench_engines(n_photos, tmp):
+    """Photos/s of the local engine (fresh feature cache) and of Ray with 1 and 2 workers
+    (cluster already up: its start-up is reported apart), on the same Flickr8k photos."""
+    import ray
+
+    from i2v.data import list_images
+    from i2v.pipeline import load_model, sync_index, open_index, ray_encoder
+
+    model = load_model()
+    paths = list_images([FLICKR / "images"])[:n_photos]
+    emit("engine_photos", len(paths))
+    tmp = Path(tempfile.mkdtemp(dir=tmp))  # fresh: no cached features or shards from an earlier run
+    t = time.perf_counter()
+    ix = open_index(tmp / "eng-local", model)
+    sync_index(ix, paths, model, cache_dir=tmp / "eng-cache", progress=False)
+    local = len(paths) / (time.perf_counter() - t)
+    emit("engine_local_photos_per_s", local)
+    t = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    emit("engine_ray_start_s", time.perf_counter() - t)
+    for workers in (1, 2):
+        ix = open_index(tmp / f"eng-ray{workers}", model)
+        enc = ray_encoder(model, tmp / f"eng-ray{workers}" / "ray-shards", workers=workers)
+        t = time.perf_counter()
+        sync_index(ix, paths, model, encoder=enc, progress=False)
+        rate = len(paths) / (time.perf_counter() - t)
+        emit(f"engine_ray_{workers}_workers_photos_per_s", rate)
+        emit(f"engine_ray_{workers}_workers_vs_local", rate / local)
+    ray.shutdown()
+
+
 def main(argv=None):
     import faiss
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000000", help="comma-separated collection sizes")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--engine-photos", type=int, default=0, help="also time local vs Ray encoding on N photos")
     ap.add_argument("--specs", default="", help="also raw FAISS factory strings to compare, ';'-separated")
     ap.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()), help="where the indexes are written")
     args = ap.parse_args(argv)
     faiss.omp_set_num_threads(os.cpu_count())
+    if args.engine_photos:
+        bench_engines(args.engine_photos, args.tmp)
+    if not args.sizes:
+        return
     base, flip = real_codes()
     emit("real_codes", len(base))
     emit("flip_distance_median", flip)

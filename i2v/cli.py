@@ -140,7 +140,8 @@ def cmd_index(args):
     from .pipeline import index_folders
 
     summary, errors = index_folders(args.folders, args.out, model_name=args.model, normalize=not args.raw_l2,
-                                    cache_dir=args.cache, log=_log)
+                                    cache_dir=args.cache, engine=args.engine, address=args.address,
+                                    workers=args.workers, log=_log)
     for e in errors:
         _log("skipped: " + _safe(e))
     print(json.dumps(summary))
@@ -268,6 +269,10 @@ def build_parser():
     p.add_argument("--cache", help="feature cache folder")
     p.add_argument("--raw-l2", action="store_true",
                    help="L2 on raw codes (best for photos like the training set); default: unit-length codes")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: encode on a Ray cluster (Parquet shards in OUT/ray-shards; re-runs resume)")
+    p.add_argument("--address", help="Ray cluster to join: auto or ray://HOST:PORT (default: start a local one)")
+    p.add_argument("--workers", type=int, default=2, help="Ray actors (one network each; default 2)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("compress", help="a compressed copy of an index for large collections (search only)",

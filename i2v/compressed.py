@@ -2,8 +2,9 @@
 
 FAISS IVF-PQ (32 bytes per code) proposes `SHORTLIST` candidates; their float16 codes, read
 from a memory-mapped file, re-rank them exactly. Measured on codes of real photos (Flickr8k's
-codes and perturbed copies, `benchmarks/scale.py`): recall@10 0.98 at 1M codes against exact
-search, where PQ alone gets 0.32; RAM ~45 bytes per photo plus the pages the OS keeps.
+codes and perturbed copies, `benchmarks/scale.py`): recall@10 0.996 at 10M codes against exact
+search (PQ alone: 0.3-0.5), p50 4.2 ms on one thread; RAM ~41 bytes per photo (the IVF-PQ
+index) plus the pages of the on-disk files the OS keeps.
 
 Folder layout: `index.npz` (header + file names: the commit record, written last and
 atomically), `ivfpq-<gen>.faiss`, `codes-<gen>.f16` (n x d float16), `paths-<gen>.bin` (UTF-8,
@@ -20,7 +21,7 @@ import numpy as np
 from .atomic import atomic_path
 from .models import normalize_rows
 
-SHORTLIST = 100  # candidates re-ranked exactly per query
+SHORTLIST = 1000  # candidates re-ranked exactly per query (100 gave recall@10 0.58 at 10M, 1000 gives 0.996)
 PQ_BYTES = 32
 INDEX_FILE = "index.npz"
 

@@ -438,11 +438,14 @@ def open_index(folder, model, *, normalize=True, log=None):
     return index
 
 
-def sync_index(index, paths, model, *, cache_dir=None, progress=True, prune=True, keep_under=(), use_cache=True):
+def sync_index(index, paths, model, *, cache_dir=None, progress=True, prune=True, keep_under=(), use_cache=True,
+               encoder=None):
     """Bring `index` up to date with `paths` (a file is current when its path, size and mtime match).
 
     New and changed files are encoded; with `prune`, files no longer listed are dropped, except
     those under a folder of `keep_under` (folders that could not be listed: unknown, not gone).
+    encoder : optional callable [(path, size, mtime)] -> (codes (m, d), ok indices, errors); the
+    default runs the backbone here (with the feature cache), `ray_encoder` on a Ray cluster.
     Returns (added, removed, errors) with errors a list of "path: reason".
     """
     assert index.is_current(model, index.normalize), "open the index with open_index()"
@@ -459,11 +462,15 @@ def sync_index(index, paths, model, *, cache_dir=None, progress=True, prune=True
     sizes, mtimes = [index.sizes[i] for i in keep], [index.mtimes[i] for i in keep]
     added = 0
     if todo:
-        feats, logits, ok, errs = extract(todo, cache_dir=cache_dir, progress=progress, backbone=model.backbone,
-                                          use_cache=use_cache)
+        if encoder is None:
+            feats, logits, ok, errs = extract(todo, cache_dir=cache_dir, progress=progress, backbone=model.backbone,
+                                              use_cache=use_cache)
+            new = model.encode(feats, logits) if ok else None
+        else:
+            new, ok, errs = encoder([(p, *wanted[p]) for p in todo])
         errors += errs
         if ok:
-            codes = np.concatenate([codes, model.encode(feats, logits)])
+            codes = np.concatenate([codes, new])
             kept += [todo[i] for i in ok]
             sizes += [wanted[todo[i]][0] for i in ok]
             mtimes += [wanted[todo[i]][1] for i in ok]
@@ -492,11 +499,29 @@ def index_lock(folder, log=None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def index_folders(folders, out, *, model_name=None, normalize=True, cache_dir=None, log=print):
+def ray_encoder(model, folder, *, address=None, workers=2, log=None):
+    """A `sync_index` encoder that runs on Ray (`i2v.rayengine`), keeping its shards in `folder`."""
+    from .rayengine import encode_files
+
+    def encode(files):
+        got = encode_files(files, checkpoint.resolve(model.name).resolve(), Path(folder) / str(model.fingerprint),
+                           address=address, workers=workers, log=log)
+        ok = [i for i, f in enumerate(files) if got.get(tuple(f), (None,))[0] is not None]
+        good = set(ok)
+        errors = [f"{f[0]}: {got[tuple(f)][1]}" if tuple(f) in got else f"{f[0]}: not encoded"
+                  for i, f in enumerate(files) if i not in good]
+        codes = np.stack([got[tuple(files[i])][0] for i in ok]) if ok else np.zeros((0, model.dim), np.float32)
+        return codes, ok, errors
+    return encode
+
+
+def index_folders(folders, out, *, model_name=None, normalize=True, cache_dir=None, engine="local", address=None,
+                  workers=2, log=print):
     """Index the photos under `folders` into `out` (incremental). Returns a summary dict and the errors.
 
     The model is the one named, else the one the index was built with, else the default.
     Entries under folders that could not be listed are kept (and reported), never dropped.
+    engine "ray" encodes on a Ray cluster (`address`: None = a local one of `workers` CPUs).
     """
     from .data import scan_images
 
@@ -512,7 +537,10 @@ def index_folders(folders, out, *, model_name=None, normalize=True, cache_dir=No
         model = load_model(model_name)
         index = open_index(out, model, normalize=normalize, log=log)
         log(f"{len(paths)} image files under {', '.join(map(str, folders))}")
-        added, removed, errs = sync_index(index, paths, model, cache_dir=cache_dir, keep_under=unreadable)
+        encoder = ray_encoder(model, Path(out) / "ray-shards", address=address, workers=workers, log=log) \
+            if engine == "ray" else None
+        added, removed, errs = sync_index(index, paths, model, cache_dir=cache_dir, keep_under=unreadable,
+                                          encoder=encoder)
         index.save(out)
     errors += errs + [f"{d}: cannot list this folder" for d in unreadable]
     return {"index": str(Path(out)), "photos": len(index), "added": added, "removed": removed,
