@@ -2,10 +2,12 @@
 
     prepare   dataset -> features (cached) + caption words (cached)
     train     dataset -> checkpoint of any model kind
-    evaluate  models + dataset -> the report table (models and references)
+    evaluate  models + dataset -> the report table (models, references, object naming)
+    extend    model -> open-world model (ImageNet class words, everyday words; i2v.openvocab)
     encode    photo(s) -> code(s), through the backbone the model records
     query     text (+ photo) -> query vector, one parser and one validation
-    index     folders -> an index kept in sync by one staleness rule
+    index     folders -> an index kept in sync by one staleness rule (local or Ray engine)
+    compress  index -> a compressed index for large collections (i2v.compressed)
     search / summarize / neighbours over a loaded model and index
 
 Front ends parse, print and wire; every user mistake here raises `UserError` (a ValueError)
@@ -193,7 +195,7 @@ def evaluate(model_names, fmt, data, *, images=None, split=None, train_data=None
     return report
 
 
-def name_objects(models, folder, *, cache_dir=None):
+def name_objects(models, folder, *, cache_dir=None):  # models: {name: Image2Vec}
     """Object naming on one photo per ImageNet class (`folder`/labels.tsv + images/): the share of
     photos whose k summary words include a word of their class (its name, a synonym or its nearest
     caption-word hypernym, `i2v/imagenet_words.tsv`), k = 3 and 5.
@@ -214,7 +216,7 @@ def name_objects(models, folder, *, cache_dir=None):
     feats, logits, ok, _ = extract(paths, cache_dir=cache_dir, progress=False)
     class_words = load_class_words()
     out = {"photos": len(ok)}
-    for name, model in (models.items() if isinstance(models, dict) else ((m.name, m) for m in models)):
+    for name, model in models.items():
         codes = model.encode(feats, logits)
         row = {}
         for k in (3, 5):
