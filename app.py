@@ -310,6 +310,9 @@ def main(argv=None):
     global SERVICE
     SERVICE = Service(model=args.model, gallery=args.gallery, public=public)
     SERVICE.warm_up()
+    # the thumbnails the app writes are served as they are: no hashing and copying into Gradio's
+    # cache for every answer (they hold nothing but re-encoded pixels of indexed photos)
+    gr.set_static_paths(SERVICE.allowed_dirs())
     serve(build(), host=args.host, port=args.port, allowed_paths=SERVICE.allowed_dirs(), css=CSS)
 
 
