@@ -16,16 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHARD = 100_000
-
-
-def shards(base, n, sigma, seed):  # the same generator as scale.py (numpy only: no i2v import here)
-    rng = np.random.default_rng(seed)
-    d = base.shape[1]
-    for start in range(0, n, SHARD):
-        m = min(SHARD, n - start)
-        x = base[rng.integers(len(base), size=m)] + rng.normal(scale=sigma / np.sqrt(d), size=(m, d)).astype(np.float32)
-        yield start, x / np.linalg.norm(x, axis=1, keepdims=True)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import real_codes, shards  # noqa: E402  (scale.py imports i2v only inside real_codes)
 
 
 def main():
@@ -36,9 +28,6 @@ def main():
     ap.add_argument("--memory", default="64MB", help="autofaiss max_index_memory_usage")
     args = ap.parse_args()
     if args.export:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from scale import real_codes
-
         base, flip = real_codes()
         np.savez(args.export, base=base, sigma=flip)
         return
