@@ -66,11 +66,10 @@ def build_compressed(shards, folder, *, dim, model_name, fingerprint=None, norma
             nonlocal count, offset
             index.add(codes)
             fc.write(codes.astype(np.float16).tobytes())
-            blob = b"".join(os.fsencode(p).replace(b"\n", b"?") + b"\n" for p in paths)
-            fo.write(np.cumsum([offset] + [len(os.fsencode(p).replace(b"\n", b"?")) + 1 for p in paths])[:-1]
-                     .astype(np.int64).tobytes())
-            fp.write(blob)
-            offset += len(blob)
+            lines = [os.fsencode(p).replace(b"\n", b"?") + b"\n" for p in paths]
+            fo.write((offset + np.cumsum([0] + [len(ln) for ln in lines])[:-1]).astype(np.int64).tobytes())
+            fp.write(b"".join(lines))
+            offset += sum(len(ln) for ln in lines)
             count += len(paths)
 
         for paths, codes in head:

@@ -324,12 +324,10 @@ class FeatureCache:
 
     def put(self, keys, feats, logits):
         """Write one shard atomically (temp file + rename)."""
-        if not keys:
+        if not keys or self.failed:
             return
         digest = hashlib.sha1("\n".join(keys).encode("utf-8", "surrogateescape")).hexdigest()[:16]
         shard = self.dir / f"shard-{digest}.npz"
-        if self.failed:
-            return
         try:
             with atomic_path(shard) as tmp:
                 np.savez(tmp, keys=np.array(keys), features=feats.astype(np.float32), logits=logits.astype(np.float32))

@@ -106,6 +106,16 @@ def prepare(dataset, *, cache_dir=None, backbone=None, progress=True):
     return Prepared(feats, logits, [words[i] for i in ok], ok, errors, forms)
 
 
+def recorded_training_data(model, override=None):
+    """The training data path a checkpoint records (`override` first, then as given, then absolute)
+    that exists here, or None."""
+    rec = model.config.get("train_data", {})
+    for path in (override or rec.get("data"), rec.get("data_abs")):
+        if path and Path(path).exists():
+            return path
+    return None
+
+
 def load_training_data(fmt, data, *, images=None, split=None):
     """The dataset to train on; Flickr folders default to their train split (never dev/test by accident)."""
     from .data import load_dataset
@@ -179,17 +189,15 @@ def evaluate(model_names, fmt, data, *, images=None, split=None, train_data=None
         report["models"][name] = row
     first = next(iter(models.values()))
     rec = first.config.get("train_data", {})
-    train_path = train_data or rec.get("data")
-    if train_path and not Path(train_path).exists():
-        train_path = rec.get("data_abs")
-    if train_path and Path(train_path).exists():
+    train_path = recorded_training_data(first, train_data)
+    if train_path:
         tr = load_dataset(rec.get("format", "flickr8k"), train_path, images=rec.get("image_dir"), split=rec.get("split"))
         ptr = prepare(tr, cache_dir=cache_dir)
         Xt = word_matrix([count_words(c) for c in ptr.captions], first.vocab)
         report["models"].update(references(ptr.features, Xt, prep.features, first.vocab, prep.captions))
         report["references_trained_on"] = dict(tr.summary(), split=rec.get("split"))
     else:
-        log(f"training data {train_path!r} not found: references left out (use --train-data)")
+        log(f"training data {train_data or rec.get('data')!r} not found: references left out (use --train-data)")
     if objects:
         report["objects"] = name_objects(models, objects, cache_dir=cache_dir)
     return report
@@ -270,8 +278,8 @@ def extend_vocabulary(model_name, out, *, coco, min_images=5, cache_dir=None, co
 
     model = load_model(model_name)
     rec = model.config.get("train_data", {})
-    data = rec.get("data") if rec.get("data") and Path(rec["data"]).exists() else rec.get("data_abs")
-    if rec.get("format") not in ("flickr8k", "flickr30k") or not data or not Path(data).exists():
+    data = recorded_training_data(model)
+    if rec.get("format") not in ("flickr8k", "flickr30k") or not data:
         raise UserError("extend needs the Flickr folder the model was trained on (its dev split chooses the weights)")
     ptr = prepare(load_dataset(rec["format"], data, images=rec.get("image_dir"), split=rec.get("split")),
                   cache_dir=cache_dir)

@@ -116,12 +116,13 @@ class PhotoStore:
 
     def delete(self, paths=None):
         """Delete some stored photos (None: all). Returns how many were deleted."""
-        gone = [p for p in self.index.paths if paths is None or p in set(paths)]
+        chosen = None if paths is None else set(paths)
+        gone = [p for p in self.index.paths if chosen is None or p in chosen]
         for p in gone:
             Path(p).unlink(missing_ok=True)
         if gone:
-            pipeline.sync_index(self.index, [p for p in self.index.paths if p not in set(gone)], self.model,
-                                progress=False, use_cache=False)
+            kept = [p for p in self.index.paths if p not in set(gone)]
+            pipeline.sync_index(self.index, kept, self.model, progress=False, use_cache=False)
             self.index.save(self.index_dir)
         return len(gone)
 
@@ -236,8 +237,11 @@ class Service:
         if s is None:
             return 0
         with self._lock:
-            paths = None if ids is None else [p for p in s.index.paths if Path(p).stem in set(ids)]
-            return s.delete(paths) if paths is None or paths else 0
+            if ids is None:
+                return s.delete()
+            wanted = set(ids)
+            paths = [p for p in s.index.paths if Path(p).stem in wanted]
+            return s.delete(paths) if paths else 0
 
     def my_photos(self, session=None):
         """[(thumbnail path, id)] of the visitor's photos, newest last."""
