@@ -602,17 +602,17 @@ def search(indexes, q, k):
     from .models import normalize_rows
 
     k = check_k(k, "search")
-    hits = [(d, index.path_of(row), normalize_rows(index.code_of_row(row))) for index in indexes
-            for row, d in index.search_rows(q, k)]
+    hits = [(d, i, index.path_of(row), normalize_rows(index.code_of_row(row)))
+            for i, index in enumerate(indexes) for row, d in index.search_rows(q, k)]
     kept, seen = [], set()
-    for d, path, code in sorted(hits, key=lambda h: h[0]):
-        if path in seen or (len(indexes) > 1 and any(np.linalg.norm(code - c) < SAME_PHOTO for _, _, c in kept)):
-            continue
+    for d, source, path, code in sorted(hits, key=lambda h: h[0]):
+        if path in seen or any(s != source and np.linalg.norm(code - c) < SAME_PHOTO for _, s, _, c in kept):
+            continue  # near-identical photos of one index (bursts) all stay; a copy in another does not
         seen.add(path)
-        kept.append((d, path, code))
+        kept.append((d, source, path, code))
         if len(kept) == k:
             break
-    return [(path, d) for d, path, _ in kept]
+    return [(path, d) for d, _, path, _ in kept]
 
 
 # -- words ----------------------------------------------------------------------------------

@@ -286,7 +286,8 @@ class Service:
     def _search(self, q, k, session):
         s = self.store(session)
         hits = pipeline.search([self.gallery] + ([s.index] if s is not None else []), q, k)
-        return [(self.thumbnail(p), d) for p, d in hits]
+        served = [(self.thumbnail(p), d) for p, d in hits]
+        return [(t, d) for t, d in served if t is not None]  # a photo gone since indexing is left out
 
     def neighbours(self, word, k=10):
         return pipeline.neighbours(self.model, word, k)

@@ -239,3 +239,19 @@ def test_a_gallery_photo_added_to_my_photos_is_found_once(tmp_path):
         assert hits[1][1] > 0.3  # the photo itself first (gallery or re-encoded copy), once
     hits, _, _ = s.search("dog", None, 100)
     assert len(hits) == len(s.gallery)  # 49 photos + 5 copies of them = 49 results
+
+
+def test_a_gallery_photo_deleted_after_indexing_is_left_out(tmp_path, monkeypatch):
+    from i2v.pipeline import index_folders
+    from i2v.service import Service
+
+    monkeypatch.setenv("I2V_CACHE", str(tmp_path / "cache"))
+    g = tmp_path / "g"
+    g.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(g / f"{i}.png")
+    index_folders([g], tmp_path / "ix", log=lambda m: None)
+    (g / "1.png").unlink()
+    s = Service(home=tmp_path / "home", gallery=str(tmp_path / "ix"), progress=False)
+    hits, _, _ = s.search("dog", None, 3)
+    assert len(hits) == 2 and all(p is not None for p, _ in hits)  # no empty entry for the gallery widget
