@@ -255,15 +255,14 @@ class Backbone:
         """(n, size, size, 3) uint8 -> features (n, 1280) float32, logits (n, 1000) float32."""
         x = (np.asarray(batch, np.float32) - self.cfg["mean"]) / self.cfg["std"]
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        with self._lock:
-            if self.session is not None:
-                feats, logits = self.session.run(None, {"x": x})
-            else:
-                import torch
+        if self.session is not None:  # ONNX Runtime sessions run concurrently (one run per request thread)
+            feats, logits = self.session.run(None, {"x": x})
+        else:
+            import torch
 
-                with torch.inference_mode():
-                    f = self.model.extract_features(torch.from_numpy(x)).mean((2, 3))
-                    feats, logits = f.numpy(), self.model._fc(f).numpy()
+            with self._lock, torch.inference_mode():
+                f = self.model.extract_features(torch.from_numpy(x)).mean((2, 3))
+                feats, logits = f.numpy(), self.model._fc(f).numpy()
         return np.asarray(feats, np.float32), np.asarray(logits, np.float32)
 
     def encode_images(self, sources):

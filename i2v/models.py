@@ -66,6 +66,13 @@ class Image2Vec:
         return self._gram
 
     @property
+    def atoms64(self):
+        """`atoms` in float64 (what OMP works in), cached: a per-summary copy cost more than the OMP."""
+        if getattr(self, "_atoms64", None) is None:
+            self._atoms64 = self.atoms.astype(np.float64)
+        return self._atoms64
+
+    @property
     def dim(self):
         return self.D.shape[0]
 
@@ -169,7 +176,7 @@ class Image2Vec:
         V = len(self.vocab)
         if not 1 <= int(k) <= V:
             raise ValueError(f"k={k}: must be between 1 and the vocabulary size {V}")
-        atoms = self.atoms.astype(np.float64)
+        atoms = self.atoms64
         if self.kind == "baseline":
             sims = normalize_rows(codes) @ normalize_rows(atoms.T).T
             support = np.argsort(-sims, axis=1)[:, :k]

@@ -101,9 +101,8 @@ def omp(D, Y, n_nonzero, *, non_negative=True, ridge=0.0, G=None):
 
 def explained(D, Y, support, coef):
     """Fraction of each signal's squared norm explained by its sparse code: (n,) in [0, 1]."""
-    D = np.asarray(D, dtype=np.float64)
     Y = np.atleast_2d(np.asarray(Y, dtype=np.float64))
-    atoms = D.T[np.maximum(support, 0)]  # (n, k, d)
+    atoms = np.asarray(D).T[np.maximum(support, 0)].astype(np.float64)  # (n, k, d): only the chosen atoms
     recon = np.einsum("nkd,nk->nd", atoms, np.where(support >= 0, coef, 0.0))
     res = ((Y - recon) ** 2).sum(1)
     tot = (Y ** 2).sum(1)
