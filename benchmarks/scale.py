@@ -147,6 +147,8 @@ def bench_engines(n_photos, tmp):
     paths = list_images([FLICKR / "images"])[:n_photos]
     emit("engine_photos", len(paths))
     tmp = Path(tempfile.mkdtemp(dir=tmp))  # fresh: no cached features or shards from an earlier run
+    for p in paths:  # every engine reads the files from the page cache (the first one would pay for the disk)
+        Path(p).read_bytes()
     t = time.perf_counter()
     ix = open_index(tmp / "eng-local", model)
     sync_index(ix, paths, model, cache_dir=tmp / "eng-cache", progress=False)
@@ -166,6 +168,55 @@ def bench_engines(n_photos, tmp):
     ray.shutdown()
 
 
+def bench_from_shards(base, n, sigma, queries, truth, tmp, label):
+    """The Ray engine's path at n codes: codes in Parquet shards as the actors write them (4,096
+    rows a file), then `iter_codes` + `build_compressed` in a fresh process (its own peak RSS)."""
+    import subprocess
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from i2v.rayengine import MAX_ROWS_PER_FILE
+
+    folder = tmp / f"shards-{label}"
+    folder.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    for start, x in shards(base, n, sigma, 1):
+        for s in range(0, len(x), MAX_ROWS_PER_FILE):
+            part = x[s:s + MAX_ROWS_PER_FILE]
+            m = len(part)
+            codes = pa.LargeListArray.from_arrays(np.arange(0, (m + 1) * part.shape[1], part.shape[1], dtype=np.int64),
+                                                  pa.array(part.reshape(-1)))
+            pq.write_table(pa.table({"path": [f"/photos/{start + s + i:09d}.jpg" for i in range(m)],
+                                     "size": np.ones(m, np.int64), "mtime": np.ones(m, np.int64), "code": codes,
+                                     "error": [""] * m}), folder / f"{start + s:09d}.parquet")
+    emit(f"{label}_shards_write_s", time.perf_counter() - t)
+    np.save(tmp / "queries.npy", queries)
+    np.save(tmp / "truth.npy", truth)
+    code = f"""
+import resource, sys, time
+import numpy as np
+sys.path.insert(0, {str(REPO)!r})
+from i2v.compressed import build_compressed
+from i2v.rayengine import iter_codes
+n = {n}
+t = time.perf_counter()
+files = [(f"/photos/{{i:09d}}.jpg", 1, 1) for i in range(n)]
+count, errors, chunks, stale = iter_codes({str(folder)!r}, files, dim={base.shape[1]})
+pass1 = time.perf_counter() - t
+ix = build_compressed(chunks, {str(tmp / f"ix-shards-{label}")!r}, dim={base.shape[1]}, model_name="bench", expected=count)
+print("{label}_from_shards_pass1_s:", round(pass1, 1))
+print("{label}_from_shards_build_s:", round(time.perf_counter() - t, 1))
+print("{label}_from_shards_peak_rss_mb:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+print("{label}_from_shards_float32_codes_mb:", n * {base.shape[1]} * 4 // 2**20, "(not held)")
+q, truth = np.load({str(tmp / "queries.npy")!r}), np.load({str(tmp / "truth.npy")!r})
+got = [[int(ix.path_of(r)[8:17]) for r, _ in ix.search_rows(x, 10)] for x in q]
+print("{label}_from_shards_recall_at_10:", round(float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)])), 4))
+"""
+    print(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout, end="",
+          flush=True)
+
+
 def main(argv=None):
     import faiss
 
@@ -173,6 +224,9 @@ def main(argv=None):
     ap.add_argument("--sizes", default="1000000", help="comma-separated collection sizes")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--engine-photos", type=int, default=0, help="also time local vs Ray encoding on N photos")
+    ap.add_argument("--from-shards", action="store_true",
+                    help="also build each size from Parquet shards as the Ray engine writes them (iter_codes)")
+    ap.add_argument("--no-direct", action="store_true", help="skip the direct build (with --from-shards)")
     ap.add_argument("--specs", default="", help="also raw FAISS factory strings to compare, ';'-separated")
     ap.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()), help="where the indexes are written")
     args = ap.parse_args(argv)
@@ -191,7 +245,10 @@ def main(argv=None):
         t = time.perf_counter()
         truth = exact_top10(base, n, sigma, queries)
         emit(f"{label}_exact_scan_s", time.perf_counter() - t)
-        bench_compressed(base, n, sigma, queries, truth, args.tmp, label)
+        if not args.no_direct:
+            bench_compressed(base, n, sigma, queries, truth, args.tmp, label)
+        if args.from_shards:
+            bench_from_shards(base, n, sigma, queries, truth, args.tmp, label)
         for spec in filter(None, args.specs.split(";")):
             rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             index, refine, build_s = build(spec, base, n, sigma, args.tmp / "refine.npy")

@@ -141,7 +141,7 @@ def cmd_index(args):
 
     summary, errors = index_folders(args.folders, args.out, model_name=args.model, normalize=not args.raw_l2,
                                     cache_dir=args.cache, engine=args.engine, address=args.address,
-                                    workers=args.workers, log=_log)
+                                    workers=args.workers, compressed=args.compressed, log=_log)
     for e in errors:
         _log("skipped: " + _safe(e))
     print(json.dumps(summary))
@@ -263,7 +263,8 @@ def build_parser():
 
     p = sub.add_parser("index", help="index photo folders for search (incremental)",
                        description="Walk folders, encode photos, write a FAISS index; re-runs add, update, drop.")
-    p.add_argument("folders", nargs="+", metavar="DIR")
+    p.add_argument("folders", nargs="+", metavar="DIR",
+                   help="folders or files; with --engine ray also URIs pyarrow reads (s3://bucket/photos, file:///...)")
     p.add_argument("--out", required=True, help="index folder")
     p.add_argument("--model", default=None, help="checkpoint name or folder (default: the index's, else the best)")
     p.add_argument("--cache", help="feature cache folder")
@@ -273,6 +274,9 @@ def build_parser():
                    help="ray: encode on a Ray cluster (Parquet shards in OUT/ray-shards; re-runs resume)")
     p.add_argument("--address", help="Ray cluster to join: auto or ray://HOST:PORT (default: start a local one)")
     p.add_argument("--workers", type=int, default=2, help="Ray actors (one network each; default 2)")
+    p.add_argument("--compressed", action="store_true", default=None,
+                   help="with --engine ray: a compressed index (IVF-PQ, ~45 bytes of RAM a photo) filled from the "
+                        "Parquet shards; automatic from 1,000,000 photos and when OUT holds one")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("compress", help="a compressed copy of an index for large collections (search only)",

@@ -85,7 +85,7 @@ def build_compressed(shards, folder, *, dim, model_name, fingerprint=None, norma
     with atomic_path(folder / names["ivfpq"]) as tmp:
         faiss.write_index(index, str(tmp))
     header = {"kind": "compressed", "dim": dim, "model": model_name, "fingerprint": fingerprint,
-              "normalize": bool(normalize), "count": count, "nlist": nlist, "nprobe": max(1, nlist // 64),
+              "normalize": bool(normalize), "count": count, "nlist": nlist, "nprobe": _nprobe(nlist, count),
               "pq": f"{m}x{nbits}",
               "files": names, "saved": time.time()}
     with atomic_path(folder / INDEX_FILE) as tmp:  # the commit record
@@ -95,6 +95,12 @@ def build_compressed(shards, folder, *, dim, model_name, fingerprint=None, norma
                 f.name.split("-")[0] in names:
             f.unlink(missing_ok=True)
     return CompressedIndex.load(folder)
+
+
+def _nprobe(nlist, n):
+    """Lists probed a query: 1/64 of them (chosen at 1M and 10M codes, `benchmarks/scale.py`), and
+    at least enough to hold about twice the shortlist (small collections: all, so exact)."""
+    return int(min(nlist, max(1, nlist // 64, -(-2 * SHORTLIST * nlist // max(n, 1)))))
 
 
 def _prep(codes, dim, normalize):

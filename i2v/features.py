@@ -231,6 +231,9 @@ class Backbone:
                 opts = ort.SessionOptions()
                 if threads:
                     opts.intra_op_num_threads = threads
+                # idle network threads sleep instead of spinning: decoding threads share the cores
+                # (measured on 2 cores: local engine 259 -> 268 photos/s, a Ray actor 173 -> 208)
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 opts.log_severity_level = 3
                 path = _onnx_file(name, self._torch_model)
                 self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

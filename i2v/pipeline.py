@@ -449,17 +449,18 @@ def open_index(folder, model, *, normalize=True, log=None):
 
 
 def sync_index(index, paths, model, *, cache_dir=None, progress=True, prune=True, keep_under=(), use_cache=True,
-               encoder=None):
+               encoder=None, stats=None):
     """Bring `index` up to date with `paths` (a file is current when its path, size and mtime match).
 
     New and changed files are encoded; with `prune`, files no longer listed are dropped, except
     those under a folder of `keep_under` (folders that could not be listed: unknown, not gone).
     encoder : optional callable [(path, size, mtime)] -> (codes (m, d), ok indices, errors); the
     default runs the backbone here (with the feature cache), `ray_encoder` on a Ray cluster.
+    stats : optional [(size, mtime) or None] of `paths` when known (filesystem URIs), else read here.
     Returns (added, removed, errors) with errors a list of "path: reason".
     """
     assert index.is_current(model, index.normalize), "open the index with open_index()"
-    stats = stat_files(paths)
+    stats = stat_files(paths) if stats is None else stats
     current = {p: (s, m) for p, s, m in zip(index.paths, index.sizes, index.mtimes)}
     wanted = {p: st for p, st in zip(paths, stats) if st is not None}
     errors = [f"{p}: cannot read file" for p, st in zip(paths, stats) if st is None]
@@ -510,12 +511,13 @@ def index_lock(folder, log=None):
 
 
 def ray_encoder(model, folder, *, address=None, workers=2, log=None):
-    """A `sync_index` encoder that runs on Ray (`i2v.rayengine`), keeping its shards in `folder`."""
+    """A `sync_index` encoder that runs on Ray (`i2v.rayengine`), keeping its shards in `folder`
+    (one folder a model: `index_folders` uses OUT/ray-shards/<model fingerprint>)."""
     from .rayengine import encode_files
 
     def encode(files):
-        got = encode_files(files, checkpoint.resolve(model.name).resolve(), Path(folder) / str(model.fingerprint),
-                           address=address, workers=workers, log=log)
+        got = encode_files(files, checkpoint.resolve(model.name).resolve(), folder, address=address, workers=workers,
+                           log=log)
         ok = [i for i, f in enumerate(files) if got.get(tuple(f), (None,))[0] is not None]
         good = set(ok)
         errors = [f"{f[0]}: {got[tuple(f)][1]}" if tuple(f) in got else f"{f[0]}: not encoded"
@@ -525,36 +527,101 @@ def ray_encoder(model, folder, *, address=None, workers=2, log=None):
     return encode
 
 
+COMPRESS_ABOVE = 1_000_000  # photos: from here `index --engine ray` builds a compressed index (i2v.compressed)
+
+
+def list_photos(folders):
+    """Image files under local folders and pyarrow filesystem URIs (`s3://...`; read on Ray).
+
+    Returns (paths, stats [(size, mtime) or None], errors, unreadable folders)."""
+    from .data import scan_images
+    from .rayengine import is_uri, list_uri
+
+    local = [f for f in folders if not is_uri(f)]
+    paths, errors, unreadable = scan_images(local) if local else ([], [], [])
+    stats = stat_files(paths)
+    for uri in (f for f in folders if is_uri(f)):
+        try:
+            listed = list_uri(str(uri))
+        except (OSError, ValueError) as e:  # pyarrow: unknown scheme, no credentials, unreachable
+            raise UserError(f"cannot list {uri}: {e}") from None
+        paths += [p for p, _, _ in listed]
+        stats += [(size, mtime) for _, size, mtime in listed]
+    return paths, stats, errors, unreadable
+
+
 def index_folders(folders, out, *, model_name=None, normalize=True, cache_dir=None, engine="local", address=None,
-                  workers=2, log=print):
+                  workers=2, compressed=None, log=print):
     """Index the photos under `folders` into `out` (incremental). Returns a summary dict and the errors.
 
     The model is the one named, else the one the index was built with, else the default.
     Entries under folders that could not be listed are kept (and reported), never dropped.
-    engine "ray" encodes on a Ray cluster (`address`: None = a local one of `workers` CPUs).
+    engine "ray" encodes on a Ray cluster (`address`: None = a local one of `workers` CPUs) and
+    also reads filesystem URIs. compressed: build a compressed index from the Ray engine's shards
+    (None: when `out` holds one already, or from COMPRESS_ABOVE photos on the Ray engine).
     """
-    from .data import scan_images
+    from .rayengine import SHARDS, is_uri
 
-    paths, errors, unreadable = scan_images(folders)
+    if engine not in ("local", "ray"):
+        raise UserError(f"engine {engine!r}: expected local or ray")
+    uri = next((f for f in folders if is_uri(f)), None)
+    if uri and engine != "ray":
+        raise UserError(f"{uri}: filesystem URIs are read on the Ray engine: add --engine ray")
+    try:
+        paths, stats, errors, unreadable = list_photos(folders)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
     for d in unreadable:
         log(f"warning: cannot list {d}: its photos already in the index are kept, new ones are not added")
     with index_lock(out, log):
-        if model_name is None:
-            try:
-                model_name = GalleryIndex.load(out).model_name
-            except (FileNotFoundError, ValueError):
-                pass
-        model = load_model(model_name)
-        index = open_index(out, model, normalize=normalize, log=log)
+        try:
+            old = GalleryIndex.load(out)
+        except (FileNotFoundError, ValueError):
+            old = None
+        model = load_model(model_name or (old.model_name if old is not None else None))
+        if compressed is None:
+            compressed = (old is not None and old.compressed) or (engine == "ray" and len(paths) >= COMPRESS_ABOVE)
+        if compressed and engine != "ray":
+            raise UserError("a compressed index is filled from the Ray engine's Parquet shards: add --engine ray "
+                            "(or index here, then `python -m i2v compress` it)")
+        if engine == "local" and len(paths) >= COMPRESS_ABOVE:
+            log(f"{len(paths)} photos: `--engine ray` would build a compressed index (~45 bytes of RAM a photo)")
         log(f"{len(paths)} image files under {', '.join(map(str, folders))}")
-        encoder = ray_encoder(model, Path(out) / "ray-shards", address=address, workers=workers, log=log) \
-            if engine == "ray" else None
-        added, removed, errs = sync_index(index, paths, model, cache_dir=cache_dir, keep_under=unreadable,
-                                          encoder=encoder)
-        index.save(out)
+        shards = Path(out) / SHARDS / str(model.fingerprint)
+        if compressed:
+            summary, errs = _index_compressed(paths, stats, model, out, shards, normalize=normalize,
+                                              keep_under=unreadable, address=address, workers=workers, log=log)
+        else:
+            index = open_index(out, model, normalize=normalize, log=log)
+            encoder = ray_encoder(model, shards, address=address, workers=workers, log=log) if engine == "ray" \
+                else None
+            added, removed, errs = sync_index(index, paths, model, cache_dir=cache_dir, keep_under=unreadable,
+                                              encoder=encoder, stats=stats)
+            index.save(out)
+            summary = {"index": str(Path(out)), "photos": len(index), "added": added, "removed": removed}
     errors += errs + [f"{d}: cannot list this folder" for d in unreadable]
-    return {"index": str(Path(out)), "photos": len(index), "added": added, "removed": removed,
-            "skipped": len(errors)}, errors
+    return dict(summary, skipped=len(errors)), errors
+
+
+def _index_compressed(paths, stats, model, out, shards, *, normalize, keep_under, address, workers, log):
+    """Encode what the shards lack on Ray, then build the compressed index from them, streamed
+    (the shards are the store of codes: a re-run encodes only new and changed files)."""
+    from .compressed import build_compressed
+    from .rayengine import encode_files, iter_codes
+
+    files = [(p, *st) for p, st in zip(paths, stats) if st is not None]
+    errors = [f"{p}: cannot read file" for p, st in zip(paths, stats) if st is None]
+    encoded = encode_files(files, checkpoint.resolve(model.name).resolve(), shards, address=address,
+                           workers=workers, collect=False, log=log)
+    count, errs, chunks, stale = iter_codes(shards, files, dim=model.dim, keep_under=keep_under)
+    if not count:
+        raise UserError(f"no photo could be encoded ({len(errs)} failed): nothing to index")
+    log(f"building the compressed index of {count} photos" + (f" ({abs(stale)} older shard rows left out"
+                                                               f"{', the shards compacted' if stale < 0 else ''})"
+                                                               if stale else ""))
+    index = build_compressed(chunks, out, dim=model.dim, model_name=model.name, fingerprint=model.fingerprint,
+                             normalize=normalize, expected=count, log=log)
+    return {"index": str(Path(out)), "photos": len(index), "encoded": encoded, "compressed": True}, errors + errs
 
 
 def load_index(folder, model_name=None):

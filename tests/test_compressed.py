@@ -70,3 +70,49 @@ def test_app_serves_a_compressed_gallery(tmp_path, monkeypatch):
     s = Service(home=tmp_path / "home", gallery=str(tmp_path / "ixc"), progress=False)
     hits, _, _ = s.search("dog", None, 5)
     assert len(hits) == 5 and all(p and p.endswith(".jpg") for p, _ in hits)
+
+
+def write_shard(path, rows, d=4):
+    """A Parquet shard like the Ray engine's: (path, size, mtime, code, error) rows."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codes = [list(map(float, c)) if c is not None else [0.0] * d for _, _, _, c, _ in rows]
+    pq.write_table(pa.table({"path": [r[0] for r in rows], "size": [r[1] for r in rows],
+                             "mtime": [r[2] for r in rows], "code": pa.array(codes, pa.large_list(pa.float32())),
+                             "error": [r[4] for r in rows]}), path)
+
+
+def test_shard_rows_are_picked_once_per_current_file_and_compacted(tmp_path):
+    """iter_codes against a naive reference: the current version of each listed file, once
+    (duplicates from retried tasks), failures reported, changed and gone files left out, photos
+    under an unlistable folder kept (newest), a torn shard skipped, and compaction when most
+    rows are old keeping exactly the current rows."""
+    from i2v.rayengine import iter_codes
+
+    c = lambda v: [v, 0, 0, 0]  # noqa: E731
+    s = tmp_path / "shards"
+    write_shard(s / "run-1" / "a.parquet", [("/g/a.jpg", 1, 10, c(1), ""), ("/g/b.jpg", 1, 10, c(2), ""),
+                                            ("/g/gone.jpg", 1, 10, c(3), ""), ("/g/bad.jpg", 1, 10, None, "not a photo"),
+                                            ("/x/kept.jpg", 1, 10, c(8), "")] +
+                [(f"/g/c{i}.jpg", 1, 10, c(10 + i), "") for i in range(3)])
+    write_shard(s / "run-1" / "b.parquet", [("/g/a.jpg", 1, 10, c(1), "")])  # a retried task's duplicate
+    write_shard(s / "run-2" / "a.parquet", [("/g/b.jpg", 2, 20, c(5), ""), ("/x/kept.jpg", 1, 20, c(9), "")])
+    (s / "run-2" / "torn.parquet").write_bytes(b"PAR1 torn")
+    files = [("/g/a.jpg", 1, 10), ("/g/b.jpg", 2, 20), ("/g/bad.jpg", 1, 10), ("/g/new.jpg", 1, 30)] + \
+        [(f"/g/c{i}.jpg", 1, 10) for i in range(3)]
+    count, errors, chunks, stale = iter_codes(s, files, dim=4, keep_under=["/x"], chunk=1)
+    got = {p: float(code[0]) for paths, codes in chunks for p, code in zip(paths, codes)}
+    assert got == {"/g/a.jpg": 1.0, "/g/b.jpg": 5.0, "/x/kept.jpg": 9.0, "/g/c0.jpg": 10.0, "/g/c1.jpg": 11.0,
+                   "/g/c2.jpg": 12.0} and count == 6
+    assert sorted(errors) == ["/g/bad.jpg: not a photo", "/g/new.jpg: not encoded"]
+    assert stale == 5  # the old b, gone, bad, the duplicate a, the old kept: fewer than the current rows
+    assert len(list(s.rglob("*.parquet"))) == 4  # nothing rewritten
+
+    count, errors, chunks, stale = iter_codes(s, files[:1], dim=4)  # most rows old now: compacted
+    assert stale < 0 and [(p, float(k[0])) for ps, ks in chunks for p, k in zip(ps, ks)] == [("/g/a.jpg", 1.0)]
+    left = list(s.rglob("*.parquet"))
+    assert len(left) == 2 and not list(s.rglob("*.tmp"))  # the compacted file and the torn one (unreadable)
+    count, errors, chunks, stale = iter_codes(s, files[:1], dim=4)
+    assert count == 1 and stale == 0 and [p for ps, _ in chunks for p in ps] == ["/g/a.jpg"]
