@@ -51,12 +51,12 @@ def build_compressed(shards, folder, *, dim, model_name, fingerprint=None, norma
     if not held:
         raise ValueError("no codes to index")
     sample = np.concatenate([c for _, c in head])
+    head = [(paths, len(c)) for paths, c in head]  # the codes live on in `sample` only (not twice)
     nlist = nlist or max(1, min(int(4 * np.sqrt(expected or held)), len(sample) // 39))
     m = max(k for k in range(1, min(PQ_BYTES, dim) + 1) if dim % k == 0)  # sub-quantizers: a divisor of dim
     nbits = int(np.clip(np.log2(max(len(sample) // 39, 2)), 1, 8))  # 8 bits need ~10k training codes
     index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}x{nbits}")
     index.train(sample)
-    del sample
     count = 0
     with open(folder / names["codes"], "wb") as fc, open(folder / names["paths"], "wb") as fp, \
             open(folder / names["offsets"], "wb") as fo:
@@ -72,9 +72,11 @@ def build_compressed(shards, folder, *, dim, model_name, fingerprint=None, norma
             offset += sum(len(ln) for ln in lines)
             count += len(paths)
 
-        for paths, codes in head:
-            add(paths, codes)
-        del head
+        at = 0
+        for paths, m in head:
+            add(paths, sample[at:at + m])
+            at += m
+        del head, sample
         for paths, codes in shards:
             add(list(paths), _prep(codes, dim, normalize))
             if log:

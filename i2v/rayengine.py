@@ -223,7 +223,6 @@ def iter_codes(folder, files, *, dim, keep_under=(), chunk=65_536):
     under = np.concatenate([np.zeros(0, np.int64)] + under)
     bounds = np.cumsum([0] + [len(k) for k in keys])
     del keys
-    files = [tuple(f) for f in files]
     wanted = _hashes(*zip(*files)) if files else np.zeros(0, np.int64)
     pick = np.zeros(len(flat), bool)
     cand = np.flatnonzero(ok & np.isin(flat, wanted))
