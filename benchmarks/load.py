@@ -1,6 +1,8 @@
 """Load test: N concurrent clients on loopback calling summarize for a fixed time, against the app
 and, in the same run, against a no-op app with the same endpoint (benchmarks/noop_app.py): the
 no-op's answers/s is Gradio's own ceiling on this machine, the reference for the app's figure.
+A third run returns the app's kind of outputs from the no-op (`noop_app.py --outputs`: three
+words, a line, six static thumbnails) to tell Gradio's cost of those outputs from the app's own.
 
     python benchmarks/load.py [--clients 50] [--seconds 30]
 
@@ -82,10 +84,10 @@ def server_cpu(pid):
     return secs(f"/proc/{pid}/stat"), secs(f"/proc/{pid}/task/{pid}/stat")
 
 
-def measure(label, script, args, photos):
+def measure(label, script, args, photos, *script_args):
     from i2v.appserver import running_app
 
-    with tempfile.TemporaryDirectory() as home, running_app(home=home, script=script) as (url, proc):
+    with tempfile.TemporaryDirectory() as home, running_app(*script_args, home=home, script=script) as (url, proc):
         asyncio.run(run_load(url, photos, 4, 3))  # warm-up
         cpu0, server0 = resource.getrusage(resource.RUSAGE_SELF), server_cpu(proc.pid)
         lat, errors, wall = asyncio.run(run_load(url, photos, args.clients, args.seconds))
@@ -114,7 +116,10 @@ def main(argv=None):
     photos = [(p.name, p.read_bytes()) for p in sorted((REPO / "demo" / "gallery").glob("*/*.jpg"))]
     print(f"clients: {args.clients}\nseconds: {args.seconds:g}")
     noop, _, _ = measure("noop", REPO / "benchmarks" / "noop_app.py", args, photos)
+    outputs, _, _ = measure("noop_outputs", REPO / "benchmarks" / "noop_app.py", args, photos, "--outputs")
     app, lat, errors = measure("summarize", "app.py", args, photos)
+    print(f"noop_outputs_vs_noop: {outputs / noop:.2f}  (Gradio's handling of the app's kind of outputs alone)")
+    print(f"summarize_vs_noop_outputs: {app / outputs:.2f}  (the app's own work)")
     print(f"summarize_vs_noop: {app / noop:.2f}  (target >= 0.7; p95 target <= 2000 ms; 0 errors)")
     return 1 if errors else 0
 
