@@ -1,6 +1,7 @@
 """Command line: python -m i2v <command> --help."""
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -312,6 +313,11 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    dashed = next((a for a in argv if a.startswith("-") and len(a) > 1 and os.path.exists(a)), None)
+    if dashed and "--" not in argv:  # argparse would read the file name as options
+        print(f"note: {_safe(dashed)} is read as options; a file name starting with '-' goes after `--` "
+              f"(python -m i2v {argv[0] if argv else 'summarize'} -- {_safe(dashed)}) or as ./{_safe(dashed)}",
+              file=sys.stderr)
     args = parser.parse_args(argv)
     args.argv = argv
     try:

@@ -45,12 +45,17 @@ def _warn(msg):
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
+def check_size(path, name):
+    """UserError for a file over MAX_UPLOAD_BYTES (before anything decodes it); OSError if unreadable."""
+    if Path(path).stat().st_size > MAX_UPLOAD_BYTES:
+        raise UserError(f"{name} too large (over {MAX_UPLOAD_BYTES // 2**20} MB)")
+
+
 def reencode(src, max_side=STORED_SIDE):
     """Decode an uploaded file into an upright RGB PIL image of at most `max_side`, or UserError."""
     name = Path(str(src)).name[:80]
     try:
-        if Path(src).stat().st_size > MAX_UPLOAD_BYTES:
-            raise UserError(f"{name}: over {MAX_UPLOAD_BYTES // 2**20} MB")
+        check_size(src, f"{name}:")
         im = read_rgb(str(src), draft=max_side, keep=max_side)
         im.thumbnail((max_side, max_side), Image.BILINEAR)
         return im
@@ -257,8 +262,7 @@ class Service:
         """Upload safety before decoding: a size cap on files."""
         if isinstance(photo, (str, Path)):
             try:
-                if Path(photo).stat().st_size > MAX_UPLOAD_BYTES:
-                    raise UserError(f"photo too large (over {MAX_UPLOAD_BYTES // 2**20} MB)")
+                check_size(photo, "photo")
             except OSError:
                 raise UserError("the photo could not be read (file missing)") from None
         return photo

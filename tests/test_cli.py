@@ -34,6 +34,20 @@ def test_summarize_json_and_a_bad_photo(tmp_path, capsys, monkeypatch):
     assert flower_words & {"flower", "pink", "purple", "yellow", "plant", "orange", "red", "green", "colorful"}
 
 
+def test_a_photo_named_like_an_option(tmp_path, capsys, monkeypatch):
+    """`summarize -rf.jpg`: argparse reads it as options; the CLI says to put it after `--`, which works."""
+    import shutil
+
+    monkeypatch.setenv("I2V_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(sample_photos()[0], tmp_path / "-rf.jpg")
+    with pytest.raises(SystemExit):
+        main(["summarize", "-rf.jpg"])
+    assert "goes after `--` (python -m i2v summarize -- -rf.jpg)" in capsys.readouterr().err
+    assert main(["summarize", "--", "-rf.jpg"]) == 0
+    assert capsys.readouterr().out.startswith("-rf.jpg: ")
+
+
 def test_index_search_neighbours(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("I2V_CACHE", str(tmp_path / "cache"))
     from conftest import REPO
