@@ -138,6 +138,17 @@ class GalleryIndex:
         with atomic_path(folder / INDEX_FILE) as tmp:
             np.savez(tmp, **arrays)
 
+    @staticmethod
+    def header(folder):
+        """The header of the index in `folder` (kind, model, dim...) without loading its codes;
+        None when there is none or it cannot be read."""
+        try:
+            with np.load(Path(folder) / INDEX_FILE, allow_pickle=False) as z:
+                header = json.loads(str(z["header"]))
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+            return None
+        return header if isinstance(header, dict) else None
+
     @classmethod
     def load(cls, folder):
         import faiss

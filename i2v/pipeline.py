@@ -574,13 +574,10 @@ def index_folders(folders, out, *, model_name=None, normalize=True, cache_dir=No
     for d in unreadable:
         log(f"warning: cannot list {d}: its photos already in the index are kept, new ones are not added")
     with index_lock(out, log):
-        try:
-            old = GalleryIndex.load(out)
-        except (FileNotFoundError, ValueError):
-            old = None
-        model = load_model(model_name or (old.model_name if old is not None else None))
+        old = GalleryIndex.header(out) or {}  # the model it was built with, its kind
+        model = load_model(model_name or old.get("model"))
         if compressed is None:
-            compressed = (old is not None and old.compressed) or (engine == "ray" and len(paths) >= COMPRESS_ABOVE)
+            compressed = old.get("kind") == "compressed" or (engine == "ray" and len(paths) >= COMPRESS_ABOVE)
         if compressed and engine != "ray":
             raise UserError("a compressed index is filled from the Ray engine's Parquet shards: add --engine ray "
                             "(or index here, then `python -m i2v compress` it)")
