@@ -575,7 +575,7 @@ def index_folders(folders, out, *, model_name=None, normalize=True, cache_dir=No
         log(f"warning: cannot list {d}: its photos already in the index are kept, new ones are not added")
     with index_lock(out, log):
         old = GalleryIndex.header(out) or {}  # the model it was built with, its kind
-        model = load_model(model_name or old.get("model"))
+        model = load_model(model_name or (old.get("model") if isinstance(old.get("model"), str) else None))
         if compressed is None:
             compressed = old.get("kind") == "compressed" or (engine == "ray" and len(paths) >= COMPRESS_ABOVE)
         if compressed and engine != "ray":
@@ -613,9 +613,8 @@ def _index_compressed(paths, stats, model, out, shards, *, normalize, keep_under
     count, errs, chunks, stale = iter_codes(shards, files, dim=model.dim, keep_under=keep_under)
     if not count:
         raise UserError(f"no photo could be encoded ({len(errs)} failed): nothing to index")
-    log(f"building the compressed index of {count} photos" + (f" ({abs(stale)} older shard rows left out"
-                                                               f"{', the shards compacted' if stale < 0 else ''})"
-                                                               if stale else ""))
+    note = f" ({abs(stale)} older shard rows left out{', the shards compacted' if stale < 0 else ''})" if stale else ""
+    log(f"building the compressed index of {count} photos{note}")
     index = build_compressed(chunks, out, dim=model.dim, model_name=model.name, fingerprint=model.fingerprint,
                              normalize=normalize, expected=count, log=log)
     return {"index": str(Path(out)), "photos": len(index), "encoded": encoded, "compressed": True}, errors + errs
