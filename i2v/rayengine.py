@@ -172,12 +172,15 @@ def encode_files(files, model_path, folder, *, address=None, workers=2, batch_si
 def _run(todo, model_path, folder, *, address, workers, batch_size):
     import logging
 
+    # Ray Data's own logging as shipped, but only errors on the console (its INFO lines and warnings
+    # such as "no available CPUs" while the actors hold them went into the command's output); the
+    # full log stays in the Ray session's ray-data.log. Failures raise here anyway.
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.json")))
     import ray
 
     if not ray.is_initialized():
         kw = {"address": address} if address else {"num_cpus": max(workers, 1)}
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **kw)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, **kw)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     # the file list as Arrow blocks (~100 bytes a photo; Python dicts took several times that), enough
