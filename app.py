@@ -291,7 +291,7 @@ def build():
                 gr.Markdown(results_markdown())
         demo.load(show_my_photos, None, [my_grid, my_count])
         demo.unload(end_session)
-    demo.queue(default_concurrency_limit=4, max_size=64)
+    demo.queue(default_concurrency_limit=4, max_size=64, status_update_rate=1.0)
     return demo
 
 

@@ -51,7 +51,7 @@ def main():
         words, fit, evidence = gr.Label(), gr.Markdown(), gr.Gallery()
         gr.Button().click(summarize_outputs if args.outputs else summarize, [photo, k, model], [words, fit, evidence],
                           api_name="summarize")
-    demo.queue(default_concurrency_limit=4, max_size=64)
+    demo.queue(default_concurrency_limit=4, max_size=64, status_update_rate=1.0)
     serve(demo, host=args.host, port=args.port, allowed_paths=allowed)
 
 
