@@ -121,14 +121,19 @@ def _hashes(paths, sizes, mtimes):
                        count=len(paths))
 
 
-def _shards(folder):
-    """(file, table of path/size/mtime/error) of each readable shard under `folder` (a torn one,
+def _keys(table):
+    """int64 keys of a shard table's rows (see `_hashes`)."""
+    return _hashes(table["path"].to_pylist(), table["size"].to_numpy(), table["mtime"].to_numpy())
+
+
+def _shards(folder, columns=("path", "size", "mtime", "error")):
+    """(file, table of `columns`, None: all) of each readable shard under `folder` (a torn one,
     e.g. by a kill, is skipped: its photos are encoded again)."""
     import pyarrow.parquet as pq
 
     for f in sorted(Path(folder).rglob("*.parquet")) if Path(folder).is_dir() else []:
         try:
-            yield f, pq.read_table(f, columns=["path", "size", "mtime", "error"])
+            yield f, pq.read_table(f, columns=None if columns is None else list(columns))
         except Exception:  # noqa: BLE001 - a torn shard is redone, whatever pyarrow says about it
             continue
 
@@ -136,11 +141,9 @@ def _shards(folder):
 def read_shards(folder):
     """{(path, size, mtime): (code or None, error)} from the Parquet shards under `folder`
     (small collections: every code in memory; `iter_codes` streams large ones)."""
-    import pyarrow.parquet as pq
-
     done = {}
-    for f, _ in _shards(folder):
-        t = pq.read_table(f).to_pydict()
+    for _, table in _shards(folder, columns=None):  # each shard read once, whole
+        t = table.to_pydict()
         for p, s, m, c, e in zip(t["path"], t["size"], t["mtime"], t["code"], t["error"]):
             done[(p, int(s), int(m))] = (None if e else np.asarray(c, np.float32), e)
     return done
@@ -155,8 +158,7 @@ def encode_files(files, model_path, folder, *, address=None, workers=2, batch_si
     cluster; "auto" or "ray://..." joins one.
     """
     folder = Path(folder)
-    done = np.concatenate([np.zeros(0, np.int64)] + [
-        _hashes(t["path"].to_pylist(), t["size"].to_numpy(), t["mtime"].to_numpy()) for _, t in _shards(folder)])
+    done = np.concatenate([np.zeros(0, np.int64)] + [_keys(t) for _, t in _shards(folder)])
     files = [tuple(f) for f in files]
     todo = [f for f, d in zip(files, np.isin(_hashes(*zip(*files)) if files else [], done)) if not d]
     if log:
@@ -224,12 +226,11 @@ def iter_codes(folder, files, *, dim, keep_under=(), chunk=65_536):
     prefixes = tuple(os.path.join(str(d), "") for d in keep_under)
     shards, keys, ok, under = [], [], [], []
     for f, t in _shards(folder):  # pass 1: key columns only; the tables are not kept
-        paths = t["path"].to_pylist()
         shards.append(f)
-        keys.append(_hashes(paths, t["size"].to_numpy(), t["mtime"].to_numpy()))
+        keys.append(_keys(t))
         ok.append(np.array([not e for e in t["error"].to_pylist()], bool))
-        under.append(np.fromiter((hash(p) if p.startswith(prefixes) else 0 for p in paths), np.int64, len(paths))
-                     if prefixes else np.zeros(len(paths), np.int64))
+        under.append(np.fromiter((hash(p) if p.startswith(prefixes) else 0 for p in t["path"].to_pylist()), np.int64,
+                                 len(t)) if prefixes else np.zeros(len(t), np.int64))
     flat = np.concatenate([np.zeros(0, np.int64)] + keys)
     ok = np.concatenate([np.zeros(0, bool)] + ok)
     under = np.concatenate([np.zeros(0, np.int64)] + under)
